@@ -1,0 +1,169 @@
+//! Storage: everything that touches SQLite, and nothing else does.
+//!
+//! The functions in the submodules are synchronous and take a `&Connection`
+//! (or a `&Transaction` where several statements must land together); they
+//! know SQL, not the rules of sessions or passwords. Async callers reach them
+//! only through [`Store::run`], which moves the work onto a blocking thread.
+
+pub mod backup;
+pub mod clients;
+pub mod migrate;
+pub mod sessions;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode};
+
+pub use rusqlite::{Transaction, TransactionBehavior};
+
+/// A pooled SQLite connection, as handed out by [`Store::connection`].
+pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
+
+/// How long a writer waits for SQLite's lock before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free pooled connection before answering 503:
+/// a proxy waiting 30 s (r2d2's default) for an auth answer is a hang.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "database {path} has schema version {found}, newer than this latchkey supports ({supported}); \
+         run a newer latchkey"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database {path} is an SQLite file that latchkey did not create")]
+    ForeignDatabase { path: PathBuf },
+    #[error("no database connection became free in time")]
+    Busy(#[from] r2d2::Error),
+    #[error("a row with that key already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// The database: a pool of configured connections to one SQLite file.
+#[derive(Clone)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// Fails with a message naming the file when the directory is missing or
+    /// read-only, the file is not a latchkey database, or its schema is newer.
+    pub fn open(path: &Path, pool_size: u32) -> Result<Store, StoreError> {
+        let open_error = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_owned(),
+            message: describe_open_error(&e),
+        };
+        // Switch the file to WAL once, on one connection, before the pool
+        // opens several at once: concurrent switches on a new file race.
+        let mut first = Connection::open(path).map_err(open_error)?;
+        configure(&mut first).map_err(open_error)?;
+        migrate::run(&mut first, path)?;
+        drop(first);
+
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            // Every connection was checked by `configure`; a per-checkout
+            // `SELECT 1` only costs time on the hot path.
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Store { pool })
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread: the one bridge
+    /// from async code to SQLite.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        // tokio's blocking pool (the one actix's web::block uses), without
+        // tying store/ to actix-web.
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?; // may wait up to CHECKOUT_TIMEOUT
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// A pooled connection for synchronous callers (the CLI); blocks until free.
+    pub fn connection(&self) -> Result<PooledConnection, StoreError> {
+        Ok(self.pool.get()?)
+    }
+}
+
+/// Settings every connection gets: WAL, a busy timeout, foreign keys, and
+/// `synchronous=NORMAL` (durable at each WAL checkpoint, and a committed
+/// transaction survives a process crash, which is what a kill -9 test checks).
+fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Reading the mode first turns "not a database" into an error here,
+    // and avoids asking for a lock when the file is already in WAL mode.
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+    }
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+fn describe_open_error(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "the file is not an SQLite database".to_owned(),
+        Some(ErrorCode::CannotOpen) => {
+            "cannot create or open the file (does its directory exist and is it writable?)"
+                .to_owned()
+        }
+        Some(ErrorCode::ReadOnly) => "the file or its directory is read-only".to_owned(),
+        _ => match e {
+            rusqlite::Error::InvalidQuery => "cannot switch the file to WAL mode".to_owned(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// A fresh store on a temporary file, for unit tests of the store functions.
+#[cfg(test)]
+pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("test.db"), 2).expect("open test store");
+    (dir, store)
+}

@@ -1,0 +1,274 @@
+//! The `sessions` table: rows keyed by the SHA-256 of their token.
+//!
+//! Whether a row is still valid is decided in `auth`; these functions only
+//! read and write rows.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::StoreError;
+
+/// The fields of a session to be created.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub token_hash: &'a [u8; 32],
+    pub user_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+/// A session row with the user it belongs to: what a token check needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub session_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub user_disabled: bool,
+    pub user_created_at: i64,
+}
+
+/// A session row as listed in an inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// Inserts a session and returns its public id.
+pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<i64, StoreError> {
+    // The id is the next integer: max(id) is one step down the UNIQUE index,
+    // and the single statement holds the write lock, so two inserts cannot
+    // pick the same id.
+    let id = conn
+        .prepare_cached(
+            "INSERT INTO sessions
+               (token_hash, id, user_id, created_at, expires_at, max_expires_at, ip, user_agent)
+             VALUES (?1, (SELECT ifnull(max(id), 0) + 1 FROM sessions), ?2, ?3, ?4, ?5, ?6, ?7)
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                &session.token_hash[..],
+                session.user_id,
+                session.created_at,
+                session.expires_at,
+                session.max_expires_at,
+                session.ip,
+                session.user_agent
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(id)
+}
+
+/// Looks a token hash up, with its user: one primary-key lookup in each table.
+pub fn find_by_token_hash(
+    conn: &Connection,
+    token_hash: &[u8; 32],
+) -> Result<Option<TokenRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
+                    u.id, u.username, u.email, u.display_name, u.disabled, u.created_at
+             FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+             WHERE s.token_hash = ?1",
+        )?
+        .query_row([&token_hash[..]], |r| {
+            Ok(TokenRow {
+                session_id: r.get(0)?,
+                created_at: r.get(1)?,
+                expires_at: r.get(2)?,
+                max_expires_at: r.get(3)?,
+                user_id: r.get(4)?,
+                username: r.get(5)?,
+                email: r.get(6)?,
+                display_name: r.get(7)?,
+                user_disabled: r.get(8)?,
+                user_created_at: r.get(9)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Moves a session's idle expiry forward; never moves it back.
+pub fn extend(conn: &Connection, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE sessions SET expires_at = ?2 WHERE token_hash = ?1 AND expires_at < ?2",
+    )?
+    .execute(params![&token_hash[..], expires_at])?;
+    Ok(())
+}
+
+/// Deletes the session with this token hash; false when there was none.
+pub fn delete_by_token_hash(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+        .execute([&token_hash[..]])?;
+    Ok(changed == 1)
+}
+
+/// Deletes session `id` if it belongs to `user_id`; false otherwise.
+pub fn delete_by_id(conn: &Connection, user_id: i64, id: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
+        .execute([id, user_id])?;
+    Ok(changed == 1)
+}
+
+/// Deletes every session of a user and returns how many there were.
+pub fn delete_for_user(conn: &Connection, user_id: i64) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user_id])?)
+}
+
+/// Deletes sessions whose idle or absolute expiry has passed.
+pub fn purge_expired(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    // expires_at <= max_expires_at holds for every row (auth clamps it), so
+    // this one indexed condition covers both expiries.
+    Ok(conn
+        .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+        .execute([now])?)
+}
+
+/// Unexpired sessions, newest first; of one user, or of everyone.
+pub fn list_valid(
+    conn: &Connection,
+    user_id: Option<i64>,
+    now: i64,
+) -> Result<Vec<SessionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.user_id, u.username, s.created_at, s.expires_at, s.max_expires_at,
+                s.ip, s.user_agent
+         FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+         WHERE (?1 IS NULL OR s.user_id = ?1) AND s.expires_at > ?2 AND s.max_expires_at > ?2
+         ORDER BY s.created_at DESC, s.id DESC",
+    )?;
+    let rows = stmt
+        .query_map(params![user_id, now], session_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        created_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        max_expires_at: r.get(5)?,
+        ip: r.get(6)?,
+        user_agent: r.get(7)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{test_store, users};
+
+    fn setup(conn: &Connection) -> i64 {
+        users::insert(
+            conn,
+            &users::NewUser {
+                username: "alice",
+                password_hash: "x",
+                email: None,
+                display_name: None,
+                created_at: 0,
+            },
+        )
+        .unwrap()
+    }
+
+    fn session(hash: &[u8; 32], user_id: i64, created_at: i64, expires_at: i64) -> NewSession<'_> {
+        NewSession {
+            token_hash: hash,
+            user_id,
+            created_at,
+            expires_at,
+            max_expires_at: expires_at + 100,
+            ip: "127.0.0.1",
+            user_agent: "ua",
+        }
+    }
+
+    #[test]
+    fn ids_count_up_and_rows_are_found_by_token_hash() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        assert_eq!(insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap(), 1);
+        assert_eq!(insert(&conn, &session(&[2; 32], user, 20, 50)).unwrap(), 2);
+        let row = find_by_token_hash(&conn, &[2; 32]).unwrap().unwrap();
+        assert_eq!((row.session_id, row.username.as_str()), (2, "alice"));
+        assert!(find_by_token_hash(&conn, &[3; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn extend_only_moves_expiry_forward() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
+        extend(&conn, &[1; 32], 40).unwrap();
+        assert_eq!(
+            find_by_token_hash(&conn, &[1; 32])
+                .unwrap()
+                .unwrap()
+                .expires_at,
+            50
+        );
+        extend(&conn, &[1; 32], 80).unwrap();
+        assert_eq!(
+            find_by_token_hash(&conn, &[1; 32])
+                .unwrap()
+                .unwrap()
+                .expires_at,
+            80
+        );
+    }
+
+    #[test]
+    fn purge_and_listing_skip_expired_rows_and_list_newest_first() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
+        insert(&conn, &session(&[2; 32], user, 20, 150)).unwrap();
+        insert(&conn, &session(&[3; 32], user, 30, 150)).unwrap();
+        let ids: Vec<i64> = list_valid(&conn, Some(user), 60)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(ids, [3, 2]);
+        assert_eq!(purge_expired(&conn, 60).unwrap(), 1);
+        assert!(find_by_token_hash(&conn, &[1; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_session_is_deleted_by_id_only_for_its_own_user() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        let id = insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
+        assert!(!delete_by_id(&conn, user + 1, id).unwrap());
+        assert!(delete_by_id(&conn, user, id).unwrap());
+        assert!(!delete_by_token_hash(&conn, &[1; 32]).unwrap());
+    }
+}
