@@ -1,0 +1,522 @@
+//! The rules: who is logged in, and for how long.
+//!
+//! [`Auth`] holds the use cases the HTTP layer calls (login, token check,
+//! introspection, logout, session inventory). Sliding expiry, disabled users,
+//! brute-force limits and the cost of a failed login are decided here and
+//! nowhere else. Database work goes through [`Store::run`], password hashing
+//! through the bounded [`Hasher`].
+
+pub mod expiry;
+pub mod hasher;
+pub mod limiter;
+pub mod password;
+pub mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::store::{clients, sessions, users, Store, StoreError, TransactionBehavior};
+use expiry::{Expiry, Lifetimes};
+use hasher::Hasher;
+use limiter::Limiter;
+use password::{HashError, PasswordHashing};
+use token::{RandomError, Token, TokenHash};
+
+/// Longest username, in characters (SPEC: 1–64).
+pub const MAX_USERNAME_CHARS: usize = 64;
+/// Longest User-Agent kept for the session inventory, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Why a use case did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("a valid token is required")]
+    Unauthorized,
+    #[error("too many failed logins; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the server is busy")]
+    Busy,
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error("cannot start the password hashing threads: {0}")]
+    Threads(#[from] std::io::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // An exhausted connection pool is load, not a fault: answer 503.
+            StoreError::Busy(_) => AuthError::Busy,
+            other => AuthError::Store(other),
+        }
+    }
+}
+
+/// Checks the SPEC's username rule: 1–64 characters, no control characters,
+/// no leading or trailing whitespace.
+pub fn check_username(name: &str) -> Result<(), &'static str> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_USERNAME_CHARS {
+        return Err("a username has 1 to 64 characters");
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err("a username has no control characters and no surrounding spaces");
+    }
+    Ok(())
+}
+
+/// Checks an optional email or display name: short, one line, printable.
+pub fn check_profile_field(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+        return Err("must be 1 to 256 characters without control characters");
+    }
+    Ok(())
+}
+
+/// The current time in unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where a login comes from.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client address recorded with the session.
+    pub ip: IpAddr,
+    /// The address the per-address limit counts, when it is known reliably.
+    pub limited_address: Option<IpAddr>,
+    pub user_agent: String,
+}
+
+/// A session just created by a login.
+pub struct NewSession {
+    pub token: Token,
+    pub session_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+/// The user and session behind a valid token, after any sliding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub session_id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub user_created_at: i64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+impl Identity {
+    /// When the token stops being valid if unused: RFC 7662 `exp`.
+    pub fn exp(&self) -> i64 {
+        self.expires_at.min(self.max_expires_at)
+    }
+}
+
+/// HTTP Basic credentials presented by an introspection caller.
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: String,
+}
+
+/// The answer to an introspection request.
+pub enum Introspection {
+    /// Clients exist and the caller is not one of them.
+    ClientRejected,
+    Inactive,
+    Active(Identity),
+}
+
+/// A session as listed to its owner.
+pub use sessions::SessionRow;
+
+/// The use cases, shared by every HTTP worker.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hasher: Hasher,
+    passwords: PasswordHashing,
+    limiter: Limiter,
+    lifetimes: Lifetimes,
+    /// Verified against when the username is unknown, so that a miss costs
+    /// the same argon2 work as a wrong password (no user enumeration by timing).
+    dummy_hash: String,
+}
+
+/// Hashing threads: one per core, since argon2 is pure CPU.
+fn hashing_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Logins that may wait for a hashing thread; beyond this they get 503.
+/// At ~45 ms a hash this bounds the wait to about a third of a second.
+const HASH_QUEUE_PER_THREAD: usize = 4;
+
+impl Auth {
+    /// Builds the use cases on an open store; starts the hashing threads.
+    pub fn new(config: &Config, store: Store) -> Result<Auth, AuthError> {
+        let passwords = PasswordHashing::new(&config.password)?;
+        let threads = hashing_threads();
+        let hasher = Hasher::start(threads, threads * HASH_QUEUE_PER_THREAD)?;
+        let dummy_hash = passwords.hash(Token::generate()?.expose())?;
+        Ok(Auth {
+            inner: Arc::new(Inner {
+                store,
+                hasher,
+                passwords,
+                limiter: Limiter::new(&config.login),
+                lifetimes: Lifetimes::from_config(&config.session),
+                dummy_hash,
+            }),
+        })
+    }
+
+    /// Logs a user in with a password and creates a session.
+    ///
+    /// Unknown user, wrong password and disabled user all give
+    /// [`AuthError::InvalidCredentials`] after the same argon2 work. Callers
+    /// check the input limits ([`check_username`], `MAX_PASSWORD_BYTES`) first.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: String,
+        client: Client,
+    ) -> Result<NewSession, AuthError> {
+        let inner = &self.inner;
+        let folded = users::fold(username);
+        inner
+            .limiter
+            .check(&folded, client.limited_address, unix_now())
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+
+        let name = username.to_owned();
+        let user = inner
+            .store
+            .run(move |conn| users::find_by_name(conn, &name))
+            .await?;
+
+        let stored_hash = user
+            .as_ref()
+            .map_or_else(|| inner.dummy_hash.clone(), |u| u.password_hash.clone());
+        let passwords = inner.passwords.clone();
+        let (matches, upgraded_hash) = inner
+            .hasher
+            .run(move || {
+                let matches = passwords.verify(&stored_hash, &password);
+                // Parameters changed since this hash was made: upgrade it now,
+                // while the password is at hand.
+                let upgraded = (matches && passwords.needs_rehash(&stored_hash))
+                    .then(|| passwords.hash(&password).ok())
+                    .flatten();
+                (matches, upgraded)
+            })
+            .await
+            .map_err(|_| AuthError::Busy)?;
+
+        let user = match user {
+            Some(user) if matches && !user.disabled => user,
+            _ => {
+                inner
+                    .limiter
+                    .record_failure(&folded, client.limited_address, unix_now());
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        inner.limiter.record_success(&folded);
+
+        let token = Token::generate()?;
+        let token_hash = token.hash();
+        let lifetimes = inner.lifetimes;
+        let user_agent: String = client
+            .user_agent
+            .chars()
+            .take(MAX_USER_AGENT_CHARS)
+            .collect();
+        let ip = client.ip.to_string();
+        let (session_id, created_at, expires_at, max_expires_at) = inner
+            .store
+            .run(move |conn| {
+                let now = unix_now();
+                let (expires_at, max_expires_at) = lifetimes.new_session(now);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if let Some(hash) = &upgraded_hash {
+                    users::set_password_hash(&tx, user.id, hash)?;
+                }
+                let id = sessions::insert(
+                    &tx,
+                    &sessions::NewSession {
+                        token_hash: &token_hash.0,
+                        user_id: user.id,
+                        created_at: now,
+                        expires_at,
+                        max_expires_at,
+                        ip: &ip,
+                        user_agent: &user_agent,
+                    },
+                )?;
+                tx.commit()?;
+                Ok((id, now, expires_at, max_expires_at))
+            })
+            .await?;
+        Ok(NewSession {
+            token,
+            session_id,
+            created_at,
+            expires_at,
+            max_expires_at,
+        })
+    }
+
+    /// The identity behind a token, sliding its expiry; `None` when the token
+    /// is malformed, unknown, expired, or its user is disabled.
+    pub async fn check_token(&self, token: &str) -> Result<Option<Identity>, AuthError> {
+        let Some(token) = Token::parse(token) else {
+            return Ok(None);
+        };
+        let hash = token.hash();
+        let lifetimes = self.inner.lifetimes;
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| check_hash(conn, &hash, lifetimes, unix_now()))
+            .await?)
+    }
+
+    /// RFC 7662: authenticates the caller when clients exist, then checks the token.
+    pub async fn introspect(
+        &self,
+        credentials: Option<ClientCredentials>,
+        token: &str,
+    ) -> Result<Introspection, AuthError> {
+        let token = Token::parse(token);
+        let lifetimes = self.inner.lifetimes;
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| {
+                if clients::any_exist(conn)? && !client_is_known(conn, credentials.as_ref())? {
+                    return Ok(Introspection::ClientRejected);
+                }
+                let Some(token) = token else {
+                    return Ok(Introspection::Inactive);
+                };
+                Ok(
+                    match check_hash(conn, &token.hash(), lifetimes, unix_now())? {
+                        Some(identity) => Introspection::Active(identity),
+                        None => Introspection::Inactive,
+                    },
+                )
+            })
+            .await?)
+    }
+
+    /// True when callers of `/introspect` must authenticate as a client.
+    pub async fn clients_exist(&self) -> Result<bool, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(|conn| clients::any_exist(conn))
+            .await?)
+    }
+
+    /// Revokes one token; revoking an unknown token is not an error.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        let Some(token) = Token::parse(token) else {
+            return Ok(());
+        };
+        let hash = token.hash();
+        self.inner
+            .store
+            .run(move |conn| sessions::delete_by_token_hash(conn, &hash.0))
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every session of the token's user; [`AuthError::Unauthorized`]
+    /// when the token is not valid.
+    pub async fn logout_everywhere(&self, token: &str) -> Result<usize, AuthError> {
+        let token = Token::parse(token).ok_or(AuthError::Unauthorized)?;
+        let hash = token.hash();
+        let lifetimes = self.inner.lifetimes;
+        self.inner
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(identity) = check_hash(&tx, &hash, lifetimes, unix_now())? else {
+                    return Ok(None);
+                };
+                let revoked = sessions::delete_for_user(&tx, identity.user_id)?;
+                tx.commit()?;
+                Ok(Some(revoked))
+            })
+            .await?
+            .ok_or(AuthError::Unauthorized)
+    }
+
+    /// The user's valid sessions, newest first.
+    pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionRow>, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| sessions::list_valid(conn, Some(user_id), unix_now()))
+            .await?)
+    }
+
+    /// Revokes the user's own session `session_id`; false when it is not theirs.
+    pub async fn revoke_session(&self, user_id: i64, session_id: i64) -> Result<bool, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| sessions::delete_by_id(conn, user_id, session_id))
+            .await?)
+    }
+
+    /// Deletes expired sessions; run periodically by the server.
+    pub async fn purge_expired(&self) -> Result<usize, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(|conn| sessions::purge_expired(conn, unix_now()))
+            .await?)
+    }
+
+    /// True when a trivial query succeeds: the database is reachable.
+    pub async fn healthy(&self) -> bool {
+        self.inner
+            .store
+            .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok()
+    }
+}
+
+/// Looks a token hash up and applies the session rules, sliding if due.
+fn check_hash(
+    conn: &rusqlite::Connection,
+    hash: &TokenHash,
+    lifetimes: Lifetimes,
+    now: i64,
+) -> Result<Option<Identity>, StoreError> {
+    let Some(row) = sessions::find_by_token_hash(conn, &hash.0)? else {
+        return Ok(None);
+    };
+    if row.user_disabled {
+        return Ok(None);
+    }
+    let expires_at = match lifetimes.check(now, row.expires_at, row.max_expires_at) {
+        Expiry::Expired => return Ok(None),
+        Expiry::Valid { expires_at, slid } => {
+            if slid {
+                sessions::extend(conn, &hash.0, expires_at)?;
+            }
+            expires_at
+        }
+    };
+    Ok(Some(Identity {
+        session_id: row.session_id,
+        user_id: row.user_id,
+        username: row.username,
+        email: row.email,
+        display_name: row.display_name,
+        user_created_at: row.user_created_at,
+        issued_at: row.created_at,
+        expires_at,
+        max_expires_at: row.max_expires_at,
+    }))
+}
+
+/// True when `credentials` name a stored client and carry its secret.
+fn client_is_known(
+    conn: &rusqlite::Connection,
+    credentials: Option<&ClientCredentials>,
+) -> Result<bool, StoreError> {
+    let Some(credentials) = credentials else {
+        return Ok(false);
+    };
+    let presented = Token::hash_secret(&credentials.secret);
+    Ok(match clients::find_secret_hash(conn, &credentials.id)? {
+        // Constant-time: the comparison time says nothing about the secret.
+        Some(stored) => presented.matches(&stored),
+        None => false,
+    })
+}
+
+/// A freshly created introspection client: its id and the secret shown once.
+pub struct NewClient {
+    pub id: String,
+    pub secret: Token,
+}
+
+/// Creates an introspection client with a random secret; only its hash is stored.
+pub fn add_client(conn: &rusqlite::Connection, id: &str) -> Result<NewClient, AuthError> {
+    let secret = Token::generate()?;
+    clients::insert(conn, id, &secret.hash().0, unix_now())?;
+    Ok(NewClient {
+        id: id.to_owned(),
+        secret,
+    })
+}
+
+/// Creates user `admin` with a random password when there are no users at all.
+///
+/// Returns the password, to be shown once; `None` when users already exist.
+pub fn create_initial_admin(
+    conn: &mut rusqlite::Connection,
+    passwords: &PasswordHashing,
+) -> Result<Option<Token>, AuthError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::from)?;
+    if users::count(&tx)? > 0 {
+        return Ok(None);
+    }
+    let password = Token::generate()?;
+    let hash = passwords.hash(password.expose())?;
+    users::insert(
+        &tx,
+        &users::NewUser {
+            username: "admin",
+            password_hash: &hash,
+            email: None,
+            display_name: None,
+            created_at: unix_now(),
+        },
+    )?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(Some(password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_have_1_to_64_chars_without_controls_or_edge_spaces() {
+        assert!(check_username("a").is_ok());
+        assert!(check_username(&"é".repeat(64)).is_ok());
+        assert!(check_username("Jane Doe").is_ok());
+        for bad in ["", " alice", "alice ", "al\nice", "al\u{0}ice"] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_username(&"x".repeat(65)).is_err());
+    }
+}
