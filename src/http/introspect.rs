@@ -1,0 +1,47 @@
+//! `POST /introspect`: RFC 7662 token introspection.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::body::{body_kind, read_body, Fields};
+use super::error::{no_store, ApiError};
+use super::extract::basic_credentials;
+use super::AppState;
+use crate::auth::Introspection;
+
+/// 200 `{"active": true, …}` or `{"active": false}`; 401 for an unknown
+/// client once clients exist; 400 without a `token` field.
+pub async fn introspect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = body_kind(&req)?;
+    let body = read_body(&req, payload).await?;
+    let fields = Fields::parse(kind, &body)?;
+    let token = fields.required("token");
+    // Client authentication is decided before a missing token is reported:
+    // an unauthenticated caller gets 401 whatever its body says.
+    let token_text = token.as_ref().ok().copied().unwrap_or_default();
+    let outcome = state
+        .auth
+        .introspect(basic_credentials(&req), token_text)
+        .await?;
+    if let Introspection::ClientRejected = outcome {
+        return Err(ApiError::ClientUnauthorized);
+    }
+    token?;
+    let answer = match outcome {
+        Introspection::Active(identity) => json!({
+            "active": true,
+            "sub": identity.user_id.to_string(),
+            "username": identity.username,
+            "token_type": "Bearer",
+            "iat": identity.issued_at,
+            "exp": identity.exp(),
+        }),
+        // RFC 7662 §2.2: nothing but `active` for an inactive token.
+        _ => json!({ "active": false }),
+    };
+    Ok(HttpResponse::Ok().insert_header(no_store()).json(answer))
+}

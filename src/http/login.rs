@@ -1,0 +1,137 @@
+//! `GET /login` (the HTML form) and `POST /login` (JSON or form).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::body::{body_kind, read_body, BodyKind, Fields};
+use super::error::{no_store, ApiError};
+use super::page::{html_response, login_page as render};
+use super::AppState;
+use crate::auth::password::MAX_PASSWORD_BYTES;
+use crate::auth::{check_username, unix_now, Client, NewSession};
+
+/// The login form; `?rd=` is carried through to the POST.
+pub async fn login_page(req: HttpRequest) -> HttpResponse {
+    let rd = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    html_response(StatusCode::OK, render(rd.as_deref(), "", None))
+}
+
+/// Logs in: JSON requests get the token as JSON, form requests a 303 to `rd`;
+/// both get the session cookie.
+pub async fn login(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let kind = body_kind(&req)?;
+    let body = read_body(&req, payload).await?;
+    match kind {
+        BodyKind::Json => {
+            let fields = Fields::parse(kind, &body)?;
+            let session = attempt(&req, &state, &fields).await?;
+            let now = unix_now();
+            Ok(HttpResponse::Ok()
+                .insert_header(no_store())
+                .insert_header(set_cookie(&state, &session, now))
+                .json(json!({
+                    "access_token": session.token.expose(),
+                    "token_type": "Bearer",
+                    "expires_in": (session.expires_at - now).max(0),
+                    "expires_at": session.expires_at,
+                    "max_expires_at": session.max_expires_at,
+                })))
+        }
+        BodyKind::Form => Ok(form_login(&req, &state, &body).await),
+    }
+}
+
+/// A browser's login: success redirects, failure shows the form again.
+async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpResponse {
+    let fields = match Fields::parse(BodyKind::Form, body) {
+        Ok(fields) => fields,
+        Err(e) => return form_error(None, "", &e),
+    };
+    let rd = fields.optional("rd").ok().flatten();
+    let username = fields
+        .optional("username")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    match attempt(req, state, &fields).await {
+        Ok(session) => {
+            let host = state.request_host(req);
+            let target = state.hosts.redirect_target(rd, host.as_deref());
+            HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, target))
+                .insert_header(no_store())
+                .insert_header(set_cookie(state, &session, unix_now()))
+                .finish()
+        }
+        Err(e) => form_error(rd, username, &e),
+    }
+}
+
+/// Checks the input limits, then asks `Auth` to log in.
+async fn attempt(
+    req: &HttpRequest,
+    state: &AppState,
+    fields: &Fields,
+) -> Result<NewSession, ApiError> {
+    let username = fields.required("username")?;
+    let password = fields.required("password")?;
+    // SPEC: refused before any hashing, so a huge password costs nothing.
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::InvalidRequest(format!(
+            "passwords are at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    check_username(username).map_err(|e| ApiError::InvalidRequest(e.to_owned()))?;
+    let address = state.client_address(req);
+    let client = Client {
+        ip: address.ip,
+        limited_address: address.limited,
+        user_agent: super::extract::user_agent(req),
+    };
+    let outcome = state
+        .auth
+        .login(username, password.to_owned(), client)
+        .await;
+    match &outcome {
+        Ok(_) => tracing::info!(user = username, ip = %address.ip, "login"),
+        Err(e) => tracing::info!(user = username, ip = %address.ip, reason = %e, "login refused"),
+    }
+    Ok(outcome?)
+}
+
+fn set_cookie(state: &AppState, session: &NewSession, now: i64) -> (header::HeaderName, String) {
+    let max_age = session.max_expires_at - now;
+    (
+        header::SET_COOKIE,
+        state.cookie.set(session.token.expose(), max_age),
+    )
+}
+
+/// The form again, with a message that never says which field was wrong.
+fn form_error(rd: Option<&str>, username: &str, error: &ApiError) -> HttpResponse {
+    use actix_web::ResponseError;
+    let message = match error {
+        ApiError::InvalidCredentials => "Incorrect username or password.".to_owned(),
+        ApiError::RateLimited { retry_after } => format!(
+            "Too many failed sign-in attempts. Try again in {} minute(s).",
+            retry_after.div_ceil(60).max(1)
+        ),
+        ApiError::Busy => "The server is busy. Please try again in a moment.".to_owned(),
+        ApiError::InvalidRequest(_) => "Enter a username and a password.".to_owned(),
+        _ => "Something went wrong. Please try again.".to_owned(),
+    };
+    let mut response = html_response(error.status_code(), render(rd, username, Some(&message)));
+    if let Some(secs) = error.retry_after() {
+        if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}

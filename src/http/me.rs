@@ -1,0 +1,70 @@
+//! `GET /me`, `GET /sessions` and `DELETE /sessions/{id}`: the token's own user.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::error::{no_store, ApiError};
+use super::AppState;
+
+/// The user behind the token and the session's expiry.
+pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (identity, _) = state.identity(&req).await?;
+    Ok(HttpResponse::Ok().insert_header(no_store()).json(json!({
+        "id": identity.user_id,
+        "username": identity.username,
+        "email": identity.email,
+        "display_name": identity.display_name,
+        "created_at": identity.user_created_at,
+        "session": {
+            "expires_at": identity.expires_at,
+            "max_expires_at": identity.max_expires_at,
+        },
+    })))
+}
+
+/// The user's valid sessions, newest first, marking the one making the request.
+pub async fn sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (identity, _) = state.identity(&req).await?;
+    let sessions: Vec<_> = state
+        .auth
+        .sessions_of(identity.user_id)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "created_at": s.created_at,
+                "expires_at": s.expires_at,
+                "max_expires_at": s.max_expires_at,
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.id == identity.session_id,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(no_store())
+        .json(json!({ "sessions": sessions })))
+}
+
+/// Revokes one of the user's own sessions: 204, or 404 when it is not theirs.
+pub async fn delete_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (identity, source) = state.identity(&req).await?;
+    state.check_origin(&req, source)?;
+    let id: i64 = req
+        .match_info()
+        .get("id")
+        .and_then(|id| id.parse().ok())
+        .ok_or(ApiError::NotFound)?;
+    if state.auth.revoke_session(identity.user_id, id).await? {
+        Ok(HttpResponse::NoContent().insert_header(no_store()).finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,132 @@
+//! The HTML login page: one self-contained document, no scripts, no
+//! external assets, readable on a phone and in dark mode.
+
+use std::sync::LazyLock;
+
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+const STYLE: &str = "\
+:root{color-scheme:light dark;--bg:#f4f5f7;--card:#fff;--fg:#1d2125;--muted:#5e6670;--line:#c7ccd1;--accent:#2457c5;--err-bg:#fdecea;--err-fg:#8a1c12}
+@media (prefers-color-scheme:dark){:root{--bg:#16181b;--card:#202327;--fg:#e8eaed;--muted:#a0a7b0;--line:#454b52;--accent:#7aa5ff;--err-bg:#3b1d1a;--err-fg:#ffb4a9}}
+*{box-sizing:border-box}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:var(--bg);color:var(--fg);font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",sans-serif;padding:1rem}
+main{width:100%;max-width:22rem;background:var(--card);border:1px solid var(--line);border-radius:12px;padding:2rem 1.5rem}
+h1{margin:0 0 1.5rem;font-size:1.4rem;font-weight:600;text-align:center;letter-spacing:.02em}
+label{display:block;margin:1rem 0 .3rem;font-weight:500}
+input{width:100%;padding:.65rem .75rem;font:inherit;color:inherit;background:transparent;border:1px solid var(--line);border-radius:8px}
+input:focus{outline:3px solid var(--accent);outline-offset:1px;border-color:var(--accent)}
+button{width:100%;margin-top:1.5rem;padding:.7rem;font:inherit;font-weight:600;color:#fff;background:var(--accent);border:0;border-radius:8px;cursor:pointer}
+@media (prefers-color-scheme:dark){button{color:#10131a}}
+button:focus-visible{outline:3px solid var(--fg);outline-offset:2px}
+.error{margin:0 0 1rem;padding:.6rem .75rem;border-radius:8px;background:var(--err-bg);color:var(--err-fg)}";
+
+/// `Content-Security-Policy` of HTML pages: nothing but this page's own style.
+static CSP: LazyLock<String> = LazyLock::new(|| {
+    let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; frame-ancestors 'none'; base-uri 'none'"
+    )
+});
+
+/// The login form, with `rd` carried through and an optional error message.
+pub fn login_page(rd: Option<&str>, username: &str, error: Option<&str>) -> String {
+    let error_html = error.map_or_else(String::new, |msg| {
+        format!(
+            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>\n",
+            escape(msg)
+        )
+    });
+    let rd_html = rd.map_or_else(String::new, |rd| {
+        format!(
+            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
+            escape(rd)
+        )
+    });
+    let described_by = if error.is_some() {
+        " aria-describedby=\"login-error\""
+    } else {
+        ""
+    };
+    let autofocus_user = if username.is_empty() {
+        " autofocus"
+    } else {
+        ""
+    };
+    let autofocus_password = if username.is_empty() {
+        ""
+    } else {
+        " autofocus"
+    };
+    format!(
+        "<!doctype html>
+<html lang=\"en\">
+<head>
+<meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<title>Sign in · latchkey</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<main>
+<h1>latchkey</h1>
+{error_html}<form method=\"post\" action=\"/login\"{described_by}>
+{rd_html}<label for=\"username\">Username</label>
+<input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required maxlength=\"64\" value=\"{username}\"{autofocus_user}>
+<label for=\"password\">Password</label>
+<input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{autofocus_password}>
+<button type=\"submit\">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+",
+        username = escape(username),
+    )
+}
+
+/// An HTML response with the headers every page carries.
+pub fn html_response(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP.as_str()))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_in_the_page() {
+        let page = login_page(Some("/x\"><script>"), "<b>", Some("a & b"));
+        assert!(page.contains("value=\"/x&quot;&gt;&lt;script&gt;\""));
+        assert!(page.contains("value=\"&lt;b&gt;\""));
+        assert!(page.contains("a &amp; b"));
+        assert!(!page.contains("<script>"));
+    }
+}

@@ -1,0 +1,129 @@
+//! `/verify`: forward auth for nginx `auth_request`, Traefik `ForwardAuth`
+//! and Caddy `forward_auth`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::Identity;
+
+/// 200 with `Remote-*` identity headers, or 401, or (with `?rd=`) 302 to the login page.
+pub async fn verify(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some((token, _)) = state.token(&req) {
+        if let Some(identity) = state.auth.check_token(&token).await? {
+            return Ok(identity_response(&identity));
+        }
+    }
+    let login_url = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    if let Some(login_url) = login_url {
+        let host = state.request_host(&req);
+        // The login URL comes from the query string: hold it to the same
+        // allow-list as any redirect, or /verify becomes an open redirect.
+        if state.hosts.redirect_allowed(&login_url, host.as_deref()) {
+            let location = with_rd(&login_url, &original_url(&req));
+            return Ok(HttpResponse::Found()
+                .insert_header((header::LOCATION, location))
+                .insert_header(super::error::no_store())
+                .finish());
+        }
+    }
+    Err(ApiError::Unauthorized)
+}
+
+fn identity_response(identity: &Identity) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.insert_header(super::error::no_store());
+    let mut put = |name: &'static str, value: &str| {
+        // UTF-8 names go out as raw bytes (obs-text), as other forward-auth
+        // servers do; a value that is not a valid header is left out.
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            response.insert_header((name, value));
+        }
+    };
+    put("Remote-User", &identity.username);
+    put("Remote-User-Id", &identity.user_id.to_string());
+    if let Some(email) = &identity.email {
+        put("Remote-Email", email);
+    }
+    if let Some(name) = &identity.display_name {
+        put("Remote-Name", name);
+    }
+    response.finish()
+}
+
+/// The URL the user originally asked for, as the proxy reports it.
+fn original_url(req: &HttpRequest) -> String {
+    let get = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(url) = get("x-original-url") {
+        return url.to_owned();
+    }
+    let proto = get("x-forwarded-proto").unwrap_or("http");
+    let host = get("x-forwarded-host")
+        .or_else(|| get("host"))
+        .unwrap_or("localhost");
+    let uri = get("x-forwarded-uri").unwrap_or("/");
+    format!("{proto}://{host}{uri}")
+}
+
+/// `login_url` with `rd=<original>` added to its query.
+fn with_rd(login_url: &str, original: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
+    let (base, fragment) = match login_url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (login_url, None),
+    };
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let mut location = format!("{base}{separator}rd={encoded}");
+    if let Some(fragment) = fragment {
+        location.push('#');
+        location.push_str(fragment);
+    }
+    location
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_original_url_comes_from_forwarded_headers_or_x_original_url() {
+        let req = TestRequest::default()
+            .insert_header(("X-Forwarded-Proto", "https"))
+            .insert_header(("X-Forwarded-Host", "app.example.com"))
+            .insert_header(("X-Forwarded-Uri", "/a?b=c"))
+            .to_http_request();
+        assert_eq!(original_url(&req), "https://app.example.com/a?b=c");
+        let req = TestRequest::default()
+            .insert_header(("X-Original-URL", "https://x.example.com/y"))
+            .to_http_request();
+        assert_eq!(original_url(&req), "https://x.example.com/y");
+    }
+
+    #[test]
+    fn rd_is_appended_encoded() {
+        assert_eq!(
+            with_rd(
+                "https://auth.example.com/login",
+                "https://app.example.com/a?b=c&d"
+            ),
+            "https://auth.example.com/login?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fb%3Dc%26d"
+        );
+        assert_eq!(
+            with_rd("/login?x=1#f", "http://h/"),
+            "/login?x=1&rd=http%3A%2F%2Fh%2F#f"
+        );
+    }
+}
