@@ -1,0 +1,240 @@
+//! The test harness: a real latchkey on port 0 with its own temp database.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use latchkey::auth::password::PasswordHashing;
+use latchkey::config::{Config, PasswordConfig};
+use latchkey::store::{users, Store};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+/// Cheapest argon2id parameters argon2 accepts: tests measure behaviour, not cost.
+pub fn cheap_passwords() -> PasswordConfig {
+    PasswordConfig {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    /// No redirects followed, no cookie store: tests see exactly what was sent.
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub db_path: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a server on the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server after `adjust` has changed the test defaults.
+///
+/// Test defaults: own temp database, one worker, cheap argon2, cookies
+/// without `Secure` (tests speak plain HTTP). Everything else is SPEC default.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.database.path = dir.path().join("latchkey.db");
+    config.server.workers = 1;
+    config.password = cheap_passwords();
+    config.session.cookie_secure = false;
+    adjust(&mut config);
+    config.validate().expect("test config is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let app = latchkey::build(&config, listener).expect("server builds");
+    let address = format!("http://{}", app.local_addr());
+    let handle = app.handle();
+    tokio::spawn(app.run());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    TestApp {
+        address,
+        client,
+        db_path: config.database.path.clone(),
+        config,
+        handle,
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the workers; the temp dir goes when the struct does.
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A direct connection to the server's database file, for seeding and
+    /// for checking what is stored.
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.db_path).expect("open test db");
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        conn
+    }
+
+    /// Creates a user with the server's password parameters; returns the id.
+    pub fn add_user(&self, name: &str, password: &str) -> i64 {
+        self.add_user_with(name, password, None, None)
+    }
+
+    pub fn add_user_with(
+        &self,
+        name: &str,
+        password: &str,
+        email: Option<&str>,
+        display_name: Option<&str>,
+    ) -> i64 {
+        let store = Store::open(&self.db_path, 1).expect("open store");
+        let hash = PasswordHashing::new(&self.config.password)
+            .unwrap()
+            .hash(password)
+            .unwrap();
+        let conn = store.connection().unwrap();
+        users::insert(
+            &conn,
+            &users::NewUser {
+                username: name,
+                password_hash: &hash,
+                email,
+                display_name,
+                created_at: latchkey::auth::unix_now(),
+            },
+        )
+        .expect("insert user")
+    }
+
+    /// `POST /login` with a JSON body.
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.client
+            .post(self.url("/login"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Logs in and returns the access token; panics unless the login succeeds.
+    pub async fn login_token(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "login of {username} failed"
+        );
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a user and logs them in; returns (user id, token).
+    pub async fn user_with_token(&self, name: &str) -> (i64, String) {
+        let id = self.add_user(name, "password-of-test");
+        (id, self.login_token(name, "password-of-test").await)
+    }
+
+    /// `GET <path>` with a bearer token.
+    pub async fn get_bearer(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET /verify` with a bearer token.
+    pub async fn verify_bearer(&self, token: &str) -> Response {
+        self.get_bearer("/verify", token).await
+    }
+
+    /// `POST /introspect` with a form body `token=<token>`.
+    pub async fn introspect(&self, token: &str) -> Response {
+        self.client
+            .post(self.url("/introspect"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST /logout` with a bearer token.
+    pub async fn logout_bearer(&self, token: &str) -> Response {
+        self.client
+            .post(self.url("/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Sets a session's expiries directly in the database, to test expiry
+    /// without waiting.
+    pub fn set_session_expiry(&self, token: &str, expires_at: i64, max_expires_at: i64) {
+        let hash = sha256(token);
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE sessions SET expires_at = ?2, max_expires_at = ?3 WHERE token_hash = ?1",
+                rusqlite::params![&hash[..], expires_at, max_expires_at],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "no session for that token");
+    }
+
+    /// `(expires_at, max_expires_at)` of a token's session as stored.
+    pub fn stored_expiry(&self, token: &str) -> Option<(i64, i64)> {
+        let hash = sha256(token);
+        self.db()
+            .query_row(
+                "SELECT expires_at, max_expires_at FROM sessions WHERE token_hash = ?1",
+                [&hash[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok()
+    }
+}
+
+/// SHA-256 of a token, as the server stores it.
+pub fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Asserts the SPEC's JSON error shape and code, and returns the body.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type:?}"
+    );
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"], code, "body {body}");
+    assert!(body["error_description"].is_string(), "body {body}");
+    body
+}
+
+/// Current unix time in seconds.
+pub fn now() -> i64 {
+    latchkey::auth::unix_now()
+}
