@@ -403,7 +403,7 @@ impl Auth {
     pub async fn healthy(&self) -> bool {
         self.inner
             .store
-            .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .run(|conn| crate::store::ping(conn))
             .await
             .is_ok()
     }

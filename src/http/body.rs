@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Payload};
 use actix_web::HttpRequest;
 
@@ -39,15 +42,29 @@ pub fn body_kind(req: &HttpRequest) -> Result<BodyKind, ApiError> {
     }
 }
 
+/// Middleware: 413 for any request that declares a body over
+/// [`MAX_BODY_BYTES`], on every route, including those that never read one.
+pub async fn reject_oversized(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge.into());
+    }
+    next.call(req).await
+}
+
+fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413
 /// before reading it when `Content-Length` says so.
 pub async fn read_body(req: &HttpRequest, payload: Payload) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
     match payload.to_bytes_limited(MAX_BODY_BYTES).await {

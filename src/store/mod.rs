@@ -126,6 +126,12 @@ impl Store {
     }
 }
 
+/// Runs a trivial query: succeeds when the database file answers.
+pub fn ping(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+    Ok(())
+}
+
 /// Settings every connection gets: WAL, a busy timeout, foreign keys, and
 /// `synchronous=NORMAL` (durable at each WAL checkpoint, and a committed
 /// transaction survives a process crash, which is what a kill -9 test checks).

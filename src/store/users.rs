@@ -90,7 +90,9 @@ pub fn list(conn: &Connection) -> Result<Vec<User>, StoreError> {
 
 /// How many users exist.
 pub fn count(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Replaces a user's password hash; false when the user does not exist.
