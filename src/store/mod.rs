@@ -44,6 +44,8 @@ pub enum StoreError {
     },
     #[error("database {path} is an SQLite file that latchkey did not create")]
     ForeignDatabase { path: PathBuf },
+    #[error("cannot write backup {path}: {message}")]
+    Backup { path: PathBuf, message: String },
     #[error("no database connection became free in time")]
     Busy(#[from] r2d2::Error),
     #[error("a row with that key already exists")]
