@@ -22,7 +22,7 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("cannot serve on the listener: {0}")]
+    #[error("cannot serve on the listener")]
     Io(#[from] std::io::Error),
 }
 

@@ -143,10 +143,12 @@ impl Default for LoginConfig {
 /// Why a configuration was refused; the message names the file or key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // `cause`, not `source`: the message already carries it, and a source
+    // would print it twice in `main`'s `{:#}` chain.
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Syntax { path: PathBuf, message: String },
@@ -165,10 +167,10 @@ impl Config {
         let file = match std::fs::read_to_string(path) {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
-            Err(source) => {
+            Err(cause) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    cause,
                 })
             }
         };

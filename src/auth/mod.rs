@@ -46,7 +46,7 @@ pub enum AuthError {
     Hash(#[from] HashError),
     #[error(transparent)]
     Random(#[from] RandomError),
-    #[error("cannot start the password hashing threads: {0}")]
+    #[error("cannot start the password hashing threads")]
     Threads(#[from] std::io::Error),
 }
 
