@@ -42,14 +42,30 @@ pub fn body_kind(req: &HttpRequest) -> Result<BodyKind, ApiError> {
     }
 }
 
-/// Middleware: 413 for any request that declares a body over
-/// [`MAX_BODY_BYTES`], on every route, including those that never read one.
+/// Middleware: 413 for any request whose body is over [`MAX_BODY_BYTES`], on
+/// every route, including those that never read a body.
+///
+/// A declared `Content-Length` is checked without reading anything. A
+/// chunked body has no declared length, so it is read here (at most the
+/// limit, rare in practice) and handed on to the handler from memory.
 pub async fn reject_oversized(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge.into());
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        let payload = req.extract::<Payload>().await?;
+        let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                let message = "the request body could not be read".to_owned();
+                return Err(ApiError::InvalidRequest(message).into());
+            }
+            Err(_) => return Err(ApiError::PayloadTooLarge.into()),
+        };
+        req.set_payload(actix_web::dev::Payload::from(body));
     }
     next.call(req).await
 }

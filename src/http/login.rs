@@ -114,6 +114,15 @@ fn set_cookie(state: &AppState, session: &NewSession, now: i64) -> (header::Head
     )
 }
 
+/// `the x field` → `The x field.`
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
 /// The form again, with a message that never says which field was wrong.
 fn form_error(rd: Option<&str>, username: &str, error: &ApiError) -> HttpResponse {
     use actix_web::ResponseError;
@@ -124,7 +133,9 @@ fn form_error(rd: Option<&str>, username: &str, error: &ApiError) -> HttpRespons
             retry_after.div_ceil(60).max(1)
         ),
         ApiError::Busy => "The server is busy. Please try again in a moment.".to_owned(),
-        ApiError::InvalidRequest(_) => "Enter a username and a password.".to_owned(),
+        // The description says what is wrong with the input (a missing field,
+        // a password over 1024 bytes); it names no account.
+        ApiError::InvalidRequest(description) => sentence(description),
         _ => "Something went wrong. Please try again.".to_owned(),
     };
     let mut response = html_response(error.status_code(), render(rd, username, Some(&message)));
