@@ -1,1 +1,1559 @@
-//! Tests: cli.
+//! Tests: cli. The real `latchkey` binary, run as an administrator would,
+//! each test in its own temporary directory with its own database.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use latchkey::auth::password::PasswordHashing;
+use latchkey::cli::format_utc;
+use reqwest::StatusCode;
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use crate::helpers::{cheap_passwords, now, sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+/// No command may take longer than this; a hang fails the test instead.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED";
+const SESSION_HEADER: &str = "ID  USER  CREATED  EXPIRES  IP  USER AGENT";
+const CLIENT_HEADER: &str = "ID  CREATED";
+
+/// How a finished command ended.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success: {self:#?}");
+        self
+    }
+
+    /// Exit status 1 with exactly one `error: ` line on stderr and nothing on stdout.
+    #[track_caller]
+    fn assert_error(&self) -> &str {
+        assert_eq!(self.code, 1, "expected exit status 1: {self:#?}");
+        assert_eq!(self.stdout, "", "nothing on stdout on error: {self:#?}");
+        assert!(
+            self.stderr.starts_with("error: ")
+                && self.stderr.ends_with('\n')
+                && self.stderr.lines().count() == 1,
+            "expected one `error: ` line on stderr: {self:#?}"
+        );
+        self.stderr.trim_end()
+    }
+
+    /// Exit status 2, usage on stderr, nothing on stdout.
+    #[track_caller]
+    fn assert_usage_error(&self) {
+        assert_eq!(self.code, 2, "expected exit status 2: {self:#?}");
+        assert_eq!(self.stdout, "", "{self:#?}");
+        assert!(
+            self.stderr.starts_with("error: ") && self.stderr.contains("Usage: latchkey"),
+            "expected an error and the usage on stderr: {self:#?}"
+        );
+    }
+}
+
+/// A temporary working directory holding the database of one test.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.path("latchkey.db")
+    }
+
+    /// The binary in this directory with no LATCHKEY_ variable from outside.
+    fn bare_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(self.dir.path());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LATCHKEY_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// The binary on this sandbox's database, with cheap argon2.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare_command(args);
+        cmd.env("LATCHKEY_DATABASE__PATH", self.db_path())
+            .env("LATCHKEY_PASSWORD__MEMORY_KIB", "8")
+            .env("LATCHKEY_PASSWORD__ITERATIONS", "1");
+        cmd
+    }
+
+    /// Runs `latchkey ARGS` to completion, `stdin` piped in (or /dev/null).
+    fn latchkey(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        execute(self.command(args), stdin.map(str::as_bytes))
+    }
+
+    /// `user add NAME --password-stdin`, which must succeed.
+    fn add_user(&self, name: &str, password: &str) -> i64 {
+        self.latchkey(
+            &["user", "add", name, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        )
+        .assert_ok();
+        self.user_id(name)
+    }
+
+    fn db(&self) -> Connection {
+        let conn = Connection::open(self.db_path()).expect("open the database");
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    fn user_id(&self, name: &str) -> i64 {
+        self.db()
+            .query_row("SELECT id FROM users WHERE username = ?1", [name], |r| {
+                r.get(0)
+            })
+            .expect("user exists")
+    }
+
+    fn user_count(&self) -> i64 {
+        self.db()
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn stored_hash(&self, name: &str) -> String {
+        self.db()
+            .query_row(
+                "SELECT password_hash FROM users WHERE username = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .expect("user exists")
+    }
+
+    /// Inserts a session row directly; its token hash is 32 bytes of `id`.
+    fn insert_session(&self, id: i64, user_id: i64, created_at: i64, expires_at: i64) {
+        self.insert_session_full(
+            id,
+            user_id,
+            created_at,
+            expires_at,
+            expires_at + 3600,
+            "192.0.2.1",
+            "test-agent",
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_session_full(
+        &self,
+        id: i64,
+        user_id: i64,
+        created_at: i64,
+        expires_at: i64,
+        max_expires_at: i64,
+        ip: &str,
+        user_agent: &str,
+    ) {
+        let token_hash = [u8::try_from(id).expect("small id"); 32];
+        self.db()
+            .execute(
+                "INSERT INTO sessions (token_hash, id, user_id, created_at, expires_at,
+                                       max_expires_at, ip, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    &token_hash[..],
+                    id,
+                    user_id,
+                    created_at,
+                    expires_at,
+                    max_expires_at,
+                    ip,
+                    user_agent
+                ],
+            )
+            .expect("insert session");
+    }
+
+    /// Ids of the stored session rows, ascending.
+    fn session_ids(&self) -> Vec<i64> {
+        let conn = self.db();
+        let mut stmt = conn.prepare("SELECT id FROM sessions ORDER BY id").unwrap();
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        ids
+    }
+
+    /// The bytes of the database file and of any -wal/-shm/-journal beside it.
+    fn database_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.db_path().into_os_string();
+            path.push(suffix);
+            if let Ok(mut content) = std::fs::read(&path) {
+                bytes.append(&mut content);
+            }
+        }
+        bytes
+    }
+}
+
+/// Kills a child process when dropped, so a failed assertion never leaves
+/// a latchkey running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` to completion within [`DEADLINE`], feeding it `stdin`.
+fn execute(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let description = format!("{cmd:?}");
+    let mut child = ChildGuard(cmd.spawn().expect("start latchkey"));
+    if let Some(input) = stdin {
+        let mut pipe = child.0.stdin.take().expect("stdin pipe");
+        let input = input.to_vec();
+        // The command may exit without reading it all: ignore a broken pipe.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let stdout = read_all(child.0.stdout.take().expect("stdout pipe"));
+    let stderr = read_all(child.0.stderr.take().expect("stderr pipe"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for latchkey") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{description} did not finish within {DEADLINE:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    let text = |h: thread::JoinHandle<Vec<u8>>| {
+        String::from_utf8(h.join().expect("reader thread")).expect("UTF-8 output")
+    };
+    Run {
+        code: status.code().expect("exited, not killed by a signal"),
+        stdout: text(stdout),
+        stderr: text(stderr),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// The whitespace-separated words of each line: table rows without padding.
+fn words(text: &str) -> Vec<Vec<&str>> {
+    text.lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect()
+}
+
+fn hashing() -> PasswordHashing {
+    PasswordHashing::new(&cheap_passwords()).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// A running `latchkey serve`.
+
+enum Line {
+    Out(String),
+    Err(String),
+}
+
+/// A `latchkey serve` child on port 0; killed by its own handle when dropped.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<Line>,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    port: u16,
+}
+
+impl Server {
+    /// Starts `latchkey ARGS` (a serve) and waits for its "listening on" log line.
+    fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
+        let mut cmd = sandbox.command(args);
+        cmd.env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
+            .env("LATCHKEY_SERVER__WORKERS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start latchkey serve");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout pipe");
+        let err = child.stderr.take().expect("stderr pipe");
+        let tx_err = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(Line::Out(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx_err.send(Line::Err(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            port: 0,
+        };
+        let listening = server.wait_for_stderr("listening on http://127.0.0.1:");
+        let port = listening
+            .split("listening on http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {listening:?}"));
+        server.port = port;
+        server
+    }
+
+    fn receive(&mut self, timeout: Duration) -> Result<(), mpsc::RecvTimeoutError> {
+        match self.lines.recv_timeout(timeout)? {
+            Line::Out(line) => self.stdout.push(line),
+            Line::Err(line) => self.stderr.push(line),
+        }
+        Ok(())
+    }
+
+    /// The first stderr line containing `needle`, waiting at most [`DEADLINE`].
+    fn wait_for_stderr(&mut self, needle: &str) -> String {
+        self.wait_for(needle, |server| &server.stderr)
+    }
+
+    /// The first stdout line containing `needle`, waiting at most [`DEADLINE`].
+    fn wait_for_stdout(&mut self, needle: &str) -> String {
+        self.wait_for(needle, |server| &server.stdout)
+    }
+
+    fn wait_for(&mut self, needle: &str, lines: fn(&Server) -> &Vec<String>) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = lines(self).iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            if let Err(e) = self.receive(left) {
+                panic!(
+                    "no line with {needle:?} ({e:?}); stdout {:#?}, stderr {:#?}",
+                    self.stdout, self.stderr
+                );
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Kills the server and returns everything it wrote: (stdout, stderr) lines.
+    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        // The readers end at EOF, which closes the channel.
+        while started.elapsed() < DEADLINE {
+            if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                self.receive(Duration::from_millis(100))
+            {
+                break;
+            }
+        }
+        (
+            std::mem::take(&mut self.stdout),
+            std::mem::take(&mut self.stderr),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+async fn login(server: &Server, username: &str, password: &str) -> reqwest::Response {
+    http()
+        .post(server.url("/login"))
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .expect("request")
+}
+
+const ADMIN_PASSWORD_PREFIX: &str = "Created user \"admin\" with password: ";
+
+/// Waits for the first-start message and returns the admin password in it.
+fn wait_for_admin_password(server: &mut Server) -> String {
+    let line = server.wait_for_stdout(ADMIN_PASSWORD_PREFIX);
+    let password = line
+        .strip_prefix(ADMIN_PASSWORD_PREFIX)
+        .unwrap_or_else(|| panic!("not at the start of the line: {line:?}"))
+        .to_owned();
+    assert_eq!(password.len(), 43, "{password:?}");
+    assert!(
+        password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{password:?}"
+    );
+    password
+}
+
+// ---------------------------------------------------------------------------
+// user add
+
+#[test]
+fn user_add_reads_the_password_from_stdin_without_its_newline() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("correct horse battery\n"),
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "Created user \"alice\" (id 1).\n");
+    assert_eq!(run.stderr, "");
+
+    let hash = sandbox.stored_hash("alice");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(hashing().verify(&hash, "correct horse battery"));
+    assert!(!hashing().verify(&hash, "correct horse battery\n"));
+}
+
+#[test]
+fn user_add_strips_a_windows_line_ending_and_accepts_a_password_without_newline() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .latchkey(
+            &["user", "add", "crlf", "--password-stdin"],
+            Some("pw-one\r\n"),
+        )
+        .assert_ok();
+    sandbox
+        .latchkey(&["user", "add", "eof", "--password-stdin"], Some("pw-two"))
+        .assert_ok();
+    assert!(hashing().verify(&sandbox.stored_hash("crlf"), "pw-one"));
+    assert!(hashing().verify(&sandbox.stored_hash("eof"), "pw-two"));
+}
+
+#[test]
+fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .latchkey(
+            &[
+                "user",
+                "add",
+                "alice",
+                "--email",
+                "alice@example.com",
+                "--display-name",
+                "Alice Liddell",
+                "--password-stdin",
+            ],
+            Some("pw\n"),
+        )
+        .assert_ok();
+    sandbox.add_user("Bob", "pw");
+    sandbox
+        .latchkey(&["user", "disable", "bob"], None)
+        .assert_ok();
+
+    let (email, display_name): (Option<String>, Option<String>) = sandbox
+        .db()
+        .query_row(
+            "SELECT email, display_name FROM users WHERE username = 'alice'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(email.as_deref(), Some("alice@example.com"));
+    assert_eq!(display_name.as_deref(), Some("Alice Liddell"));
+
+    let created = |name: &str| -> String {
+        let t: i64 = sandbox
+            .db()
+            .query_row(
+                "SELECT created_at FROM users WHERE username = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap();
+        format_utc(t)
+    };
+    let run = sandbox.latchkey(&["user", "list"], None);
+    run.assert_ok();
+    let expected = [
+        "ID  USERNAME  EMAIL              DISPLAY NAME   STATUS    CREATED".to_owned(),
+        format!(
+            "1   alice     alice@example.com  Alice Liddell  active    {}",
+            created("alice")
+        ),
+        format!(
+            "2   Bob                                         disabled  {}",
+            created("Bob")
+        ),
+    ]
+    .join("\n")
+        + "\n";
+    assert_eq!(run.stdout, expected);
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn user_add_refuses_a_name_that_differs_only_in_case() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("Alice", "first");
+    let run = sandbox.latchkey(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("second\n"),
+    );
+    assert_eq!(run.assert_error(), "error: user \"alice\" already exists");
+    assert_eq!(sandbox.user_count(), 1);
+    assert!(hashing().verify(&sandbox.stored_hash("Alice"), "first"));
+}
+
+#[test]
+fn user_add_refuses_invalid_usernames_and_profile_fields() {
+    let sandbox = Sandbox::new();
+    let long = "a".repeat(65);
+    let cases: [(&[&str], &str); 5] = [
+        (&["user", "add", ""], "invalid username \"\""),
+        (&["user", "add", &long], "invalid username"),
+        (&["user", "add", " padded"], "invalid username"),
+        (&["user", "add", "carol", "--email", ""], "--email"),
+        (
+            &["user", "add", "carol", "--display-name", "two\nlines"],
+            "--display-name",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut args = args.to_vec();
+        args.push("--password-stdin");
+        let run = sandbox.latchkey(&args, Some("pw\n"));
+        let message = run.assert_error();
+        assert!(message.contains(expected), "{args:?}: {message}");
+    }
+    assert_eq!(sandbox.user_count(), 0);
+
+    // 64 characters is the longest name allowed.
+    let longest = "b".repeat(64);
+    sandbox.add_user(&longest, "pw");
+    assert_eq!(sandbox.user_count(), 1);
+}
+
+#[test]
+fn user_add_refuses_an_empty_password() {
+    let sandbox = Sandbox::new();
+    for stdin in ["\n", ""] {
+        let run = sandbox.latchkey(&["user", "add", "alice", "--password-stdin"], Some(stdin));
+        assert_eq!(run.assert_error(), "error: the password is empty");
+    }
+    assert_eq!(sandbox.user_count(), 0);
+}
+
+#[test]
+fn user_add_refuses_a_password_over_1024_bytes() {
+    let sandbox = Sandbox::new();
+    for length in [1025, 100_000] {
+        let password = format!("{}\n", "p".repeat(length));
+        let run = sandbox.latchkey(
+            &["user", "add", "alice", "--password-stdin"],
+            Some(&password),
+        );
+        assert_eq!(
+            run.assert_error(),
+            "error: the password is longer than 1024 bytes",
+            "{length} bytes"
+        );
+    }
+    assert_eq!(sandbox.user_count(), 0);
+
+    let longest = "p".repeat(1024);
+    sandbox.add_user("alice", &longest);
+    assert!(hashing().verify(&sandbox.stored_hash("alice"), &longest));
+}
+
+#[test]
+fn user_add_without_password_stdin_and_without_a_terminal_says_to_use_it() {
+    let sandbox = Sandbox::new();
+    let cmd = sandbox.command(&["user", "add", "alice"]);
+    // Run without a controlling terminal even when the tests have one, so
+    // the prompt cannot open /dev/tty.
+    let cmd = if std::fs::File::open("/dev/tty").is_ok() {
+        let mut detached = Command::new("setsid");
+        detached
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .current_dir(sandbox.dir.path());
+        for (name, value) in cmd.get_envs() {
+            match value {
+                Some(value) => detached.env(name, value),
+                None => detached.env_remove(name),
+            };
+        }
+        detached
+    } else {
+        cmd
+    };
+    let run = execute(cmd, None);
+    let message = run.assert_error();
+    assert!(message.contains("--password-stdin"), "{message}");
+    assert_eq!(sandbox.user_count(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// user passwd, list, disable, enable, delete
+
+#[test]
+fn user_passwd_changes_the_password_and_ends_the_users_sessions() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "old password");
+    let bob = sandbox.add_user("bob", "bobs password");
+    let t = now();
+    sandbox.insert_session(1, alice, t, t + 3600);
+    sandbox.insert_session(2, alice, t, t + 3600);
+    sandbox.insert_session(3, bob, t, t + 3600);
+
+    let run = sandbox.latchkey(
+        &["user", "passwd", "ALICE", "--password-stdin"],
+        Some("new password\n"),
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "Changed the password of \"alice\"; ended 2 session(s).\n"
+    );
+    assert_eq!(run.stderr, "");
+
+    let hash = sandbox.stored_hash("alice");
+    assert!(hashing().verify(&hash, "new password"));
+    assert!(!hashing().verify(&hash, "old password"));
+    assert!(hashing().verify(&sandbox.stored_hash("bob"), "bobs password"));
+    assert_eq!(sandbox.session_ids(), vec![3]);
+}
+
+#[test]
+fn user_passwd_refuses_an_empty_password_and_keeps_the_old_one() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "old password");
+    let run = sandbox.latchkey(&["user", "passwd", "alice", "--password-stdin"], Some("\n"));
+    assert_eq!(run.assert_error(), "error: the password is empty");
+    assert!(hashing().verify(&sandbox.stored_hash("alice"), "old password"));
+}
+
+#[test]
+fn user_list_on_a_fresh_database_prints_only_the_header() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["user", "list"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{USER_HEADER}\n"));
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn user_disable_and_enable_flip_the_status_and_disable_ends_sessions() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("bob", "pw");
+    let t = now();
+    sandbox.insert_session(1, alice, t, t + 3600);
+    sandbox.insert_session(2, bob, t, t + 3600);
+    let status = || -> Vec<String> {
+        let run = sandbox.latchkey(&["user", "list"], None);
+        run.assert_ok();
+        words(&run.stdout)
+            .iter()
+            .skip(1)
+            .map(|row| format!("{} {}", row[1], row[2]))
+            .collect()
+    };
+    assert_eq!(status(), ["alice active", "bob active"]);
+
+    let run = sandbox.latchkey(&["user", "disable", "Alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Disabled \"alice\"; ended 1 session(s).\n");
+    assert_eq!(status(), ["alice disabled", "bob active"]);
+    assert_eq!(sandbox.session_ids(), vec![2]);
+
+    let run = sandbox.latchkey(&["user", "enable", "alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Enabled \"alice\".\n");
+    assert_eq!(status(), ["alice active", "bob active"]);
+}
+
+#[test]
+fn user_delete_removes_the_user_and_their_sessions_only() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("bob", "pw");
+    let t = now();
+    sandbox.insert_session(1, alice, t, t + 3600);
+    sandbox.insert_session(2, alice, t - 7200, t - 3600);
+    sandbox.insert_session(3, bob, t, t + 3600);
+
+    let run = sandbox.latchkey(&["user", "delete", "alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Deleted \"alice\" and their sessions.\n");
+    assert_eq!(run.stderr, "");
+
+    let users: Vec<String> = {
+        let conn = sandbox.db();
+        let mut stmt = conn.prepare("SELECT username FROM users").unwrap();
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        names
+    };
+    assert_eq!(users, ["bob"]);
+    assert_eq!(sandbox.session_ids(), vec![3]);
+}
+
+#[test]
+fn user_commands_on_an_unknown_user_fail() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    let commands: [&[&str]; 7] = [
+        &["user", "passwd", "ghost", "--password-stdin"],
+        &["user", "disable", "ghost"],
+        &["user", "enable", "ghost"],
+        &["user", "delete", "ghost"],
+        &["session", "list", "--user", "ghost"],
+        &["session", "revoke", "--user", "ghost"],
+        &["user", "delete", "alic"],
+    ];
+    for args in commands {
+        let run = sandbox.latchkey(args, Some("pw\n"));
+        let message = run.assert_error();
+        assert!(
+            message.starts_with("error: no user \""),
+            "{args:?}: {message}"
+        );
+    }
+    assert_eq!(sandbox.user_count(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// session list, revoke, purge
+
+#[test]
+fn session_list_shows_valid_sessions_newest_first_and_filters_by_user() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("bob", "pw");
+    let t = now();
+    sandbox.insert_session_full(
+        11,
+        alice,
+        t - 100,
+        t + 3600,
+        t + 86_400,
+        "10.0.0.1",
+        "curl/8.5",
+    );
+    sandbox.insert_session_full(12, bob, t - 50, t + 1800, t + 7200, "10.0.0.2", "Firefox");
+    // Expired: idle timeout passed; and absolute lifetime passed.
+    sandbox.insert_session_full(13, alice, t - 9000, t - 10, t + 600, "10.0.0.3", "old");
+    sandbox.insert_session_full(14, bob, t - 9000, t - 1, t - 1, "10.0.0.4", "older");
+
+    let run = sandbox.latchkey(&["session", "list"], None);
+    run.assert_ok();
+    assert_eq!(run.stderr, "");
+    let row = |id: &str, user: &str, created: i64, until: i64, ip: &str, agent: &str| {
+        format!(
+            "{id} {user} {} {} {ip} {agent}",
+            format_utc(created),
+            format_utc(until)
+        )
+    };
+    let rows: Vec<String> = words(&run.stdout).iter().map(|w| w.join(" ")).collect();
+    assert_eq!(
+        rows,
+        [
+            SESSION_HEADER
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            row("12", "bob", t - 50, t + 1800, "10.0.0.2", "Firefox"),
+            row("11", "alice", t - 100, t + 3600, "10.0.0.1", "curl/8.5"),
+        ]
+    );
+
+    let run = sandbox.latchkey(&["session", "list", "--user", "ALICE"], None);
+    run.assert_ok();
+    let rows: Vec<String> = words(&run.stdout).iter().map(|w| w.join(" ")).collect();
+    assert_eq!(rows.len(), 2, "{}", run.stdout);
+    assert_eq!(
+        rows[1],
+        row("11", "alice", t - 100, t + 3600, "10.0.0.1", "curl/8.5")
+    );
+
+    // Listing deletes nothing.
+    assert_eq!(sandbox.session_ids(), vec![11, 12, 13, 14]);
+}
+
+#[test]
+fn session_list_shows_the_absolute_expiry_when_it_comes_first() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let t = now();
+    sandbox.insert_session_full(1, alice, t, t + 3600, t + 60, "10.0.0.1", "ua");
+    let run = sandbox.latchkey(&["session", "list"], None);
+    run.assert_ok();
+    let rows = words(&run.stdout);
+    assert_eq!(rows.len(), 2, "{}", run.stdout);
+    let shown = format!("{} {}", rows[1][4], rows[1][5]);
+    assert_eq!(shown, format_utc(t + 60));
+}
+
+#[test]
+fn session_revoke_ends_every_session_of_one_user() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("bob", "pw");
+    let t = now();
+    sandbox.insert_session(1, alice, t, t + 3600);
+    sandbox.insert_session(2, alice, t, t + 3600);
+    sandbox.insert_session(3, bob, t, t + 3600);
+
+    let run = sandbox.latchkey(&["session", "revoke", "--user", "Alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Ended 2 session(s) of \"alice\".\n");
+    assert_eq!(run.stderr, "");
+    assert_eq!(sandbox.session_ids(), vec![3]);
+
+    let run = sandbox.latchkey(&["session", "list", "--user", "alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{SESSION_HEADER}\n"));
+
+    let run = sandbox.latchkey(&["session", "revoke", "--user", "alice"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Ended 0 session(s) of \"alice\".\n");
+}
+
+#[test]
+fn session_purge_deletes_expired_sessions_only() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("bob", "pw");
+    let t = now();
+    sandbox.insert_session(1, alice, t - 7200, t - 3600);
+    sandbox.insert_session(2, alice, t - 600, t + 3600);
+    sandbox.insert_session(3, bob, t - 7200, t - 1);
+    sandbox.insert_session(4, bob, t - 10, t + 60);
+
+    let run = sandbox.latchkey(&["session", "purge"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Deleted 2 expired session(s).\n");
+    assert_eq!(run.stderr, "");
+    assert_eq!(sandbox.session_ids(), vec![2, 4]);
+
+    let run = sandbox.latchkey(&["session", "purge"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Deleted 0 expired session(s).\n");
+    assert_eq!(sandbox.session_ids(), vec![2, 4]);
+}
+
+// ---------------------------------------------------------------------------
+// client add, list, remove
+
+#[test]
+fn client_add_prints_the_secret_alone_on_stdout_and_stores_only_its_hash() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["client", "add", "nginx"], None);
+    run.assert_ok();
+    let secret = run
+        .stdout
+        .strip_suffix('\n')
+        .expect("one line on stdout")
+        .to_owned();
+    assert_eq!(secret.len(), 43, "{:?}", run.stdout);
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "not base64url: {secret:?}"
+    );
+    assert_eq!(
+        run.stderr,
+        "Created client \"nginx\". Its secret follows; it is shown only this once:\n"
+    );
+
+    let stored: Vec<u8> = sandbox
+        .db()
+        .query_row(
+            "SELECT secret_hash FROM clients WHERE id = 'nginx'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, sha256(&secret));
+    let bytes = sandbox.database_bytes();
+    assert!(!bytes.is_empty());
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the database file"
+    );
+
+    // Each client gets its own secret.
+    let other = sandbox.latchkey(&["client", "add", "traefik"], None);
+    other.assert_ok();
+    assert_ne!(other.stdout, run.stdout);
+}
+
+#[test]
+fn client_add_refuses_a_duplicate_and_an_invalid_id() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .latchkey(&["client", "add", "nginx"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["client", "add", "nginx"], None);
+    assert_eq!(run.assert_error(), "error: client \"nginx\" already exists");
+
+    let long = "c".repeat(65);
+    for bad in ["a:b", "", "a b", &long] {
+        let run = sandbox.latchkey(&["client", "add", bad], None);
+        let message = run.assert_error();
+        assert!(message.contains("invalid client id"), "{bad:?}: {message}");
+    }
+    let count: i64 = sandbox
+        .db()
+        .query_row("SELECT count(*) FROM clients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn client_list_and_remove() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["client", "list"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{CLIENT_HEADER}\n"));
+
+    for id in ["nginx", "traefik.internal"] {
+        sandbox.latchkey(&["client", "add", id], None).assert_ok();
+    }
+    let created = |id: &str| -> String {
+        let t: i64 = sandbox
+            .db()
+            .query_row("SELECT created_at FROM clients WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        format_utc(t)
+    };
+    let run = sandbox.latchkey(&["client", "list"], None);
+    run.assert_ok();
+    assert_eq!(run.stderr, "");
+    let ids: Vec<String> = words(&run.stdout).iter().map(|w| w.join(" ")).collect();
+    assert_eq!(
+        ids,
+        [
+            "ID CREATED".to_owned(),
+            format!("nginx {}", created("nginx")),
+            format!("traefik.internal {}", created("traefik.internal")),
+        ]
+    );
+    // The secret is never listed.
+    assert!(!run.stdout.contains("secret"), "{}", run.stdout);
+
+    let run = sandbox.latchkey(&["client", "remove", "nginx"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Removed client \"nginx\".\n");
+    let run = sandbox.latchkey(&["client", "list"], None);
+    run.assert_ok();
+    assert_eq!(words(&run.stdout).len(), 2, "{}", run.stdout);
+    assert!(!run.stdout.contains("nginx"), "{}", run.stdout);
+
+    let run = sandbox.latchkey(&["client", "remove", "nginx"], None);
+    assert_eq!(run.assert_error(), "error: no client \"nginx\"");
+    let run = sandbox.latchkey(&["client", "remove", "ghost"], None);
+    assert_eq!(run.assert_error(), "error: no client \"ghost\"");
+}
+
+// ---------------------------------------------------------------------------
+// backup
+
+/// Usernames in a database file, by id.
+fn usernames_in(path: &Path) -> Vec<String> {
+    let conn = Connection::open(path).expect("open the backup");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("an SQLite database");
+    assert_eq!(check, "ok");
+    let mut stmt = conn
+        .prepare("SELECT username FROM users ORDER BY id")
+        .unwrap();
+    let names = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    names
+}
+
+#[test]
+fn backup_writes_a_standalone_sqlite_copy() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    sandbox.add_user("bob", "pw");
+    std::fs::create_dir(sandbox.path("backups")).unwrap();
+    let target = sandbox.path("backups/copy.db");
+
+    let run = sandbox.latchkey(&["backup", target.to_str().unwrap()], None);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        format!("Backed up the database to {}.\n", target.display())
+    );
+    assert_eq!(run.stderr, "");
+    assert_eq!(usernames_in(&target), ["alice", "bob"]);
+
+    let conn = Connection::open(&target).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "a backup needs no -wal beside it");
+    drop(conn);
+    let files: Vec<String> = std::fs::read_dir(sandbox.path("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["copy.db"], "no temporary file left behind");
+
+    // A relative path is relative to the current directory; an existing
+    // backup is replaced.
+    sandbox.add_user("carol", "pw");
+    sandbox
+        .latchkey(&["backup", "backups/copy.db"], None)
+        .assert_ok();
+    assert_eq!(usernames_in(&target), ["alice", "bob", "carol"]);
+}
+
+#[test]
+fn backup_into_a_missing_directory_fails() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    let target = sandbox.path("missing/copy.db");
+    let run = sandbox.latchkey(&["backup", target.to_str().unwrap()], None);
+    let message = run.assert_error();
+    assert!(
+        message.contains(&target.display().to_string()),
+        "names the target: {message}"
+    );
+    assert!(!sandbox.path("missing").exists());
+}
+
+#[tokio::test]
+async fn backup_works_while_the_server_is_running() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &["serve"]);
+
+    // Admin commands work beside the running server, and it sees their effect.
+    sandbox.add_user("carol", "carols password");
+    let response = login(&server, "carol", "carols password").await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let target = sandbox.path("snapshot.db");
+    let run = sandbox.latchkey(&["backup", "snapshot.db"], None);
+    run.assert_ok();
+    assert_eq!(usernames_in(&target), ["admin", "carol"]);
+    let sessions: i64 = Connection::open(&target)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sessions, 1, "carol's login is in the copy");
+
+    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------
+// usage errors
+
+#[test]
+fn bad_usage_exits_2_with_the_usage_on_stderr() {
+    let sandbox = Sandbox::new();
+    let cases: [&[&str]; 7] = [
+        &["frobnicate"],
+        &["user", "add"],
+        &["user", "list", "--bogus"],
+        &["--bogus"],
+        &["session", "revoke"],
+        &["client"],
+        &["backup"],
+    ];
+    for args in cases {
+        let run = sandbox.latchkey(args, None);
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            run.stderr.contains("Usage: latchkey"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let run = sandbox.latchkey(&["frobnicate"], None);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("'frobnicate'"), "{}", run.stderr);
+    let run = sandbox.latchkey(&["user", "add"], None);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("<NAME>"), "{}", run.stderr);
+    let run = sandbox.latchkey(&["user", "list", "--bogus"], None);
+    run.assert_usage_error();
+    assert!(run.stderr.contains("'--bogus'"), "{}", run.stderr);
+
+    // Bad usage touches nothing.
+    assert!(!sandbox.db_path().exists());
+}
+
+#[test]
+fn help_and_version_exit_0_on_stdout() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["--help"], None);
+    run.assert_ok();
+    assert!(run.stdout.contains("Usage: latchkey"), "{}", run.stdout);
+    for command in ["serve", "user", "session", "client", "backup"] {
+        assert!(run.stdout.contains(command), "{command}: {}", run.stdout);
+    }
+    assert_eq!(run.stderr, "");
+
+    let run = sandbox.latchkey(&["--version"], None);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        format!("latchkey {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(!sandbox.db_path().exists());
+}
+
+// ---------------------------------------------------------------------------
+// configuration
+
+#[test]
+fn a_missing_config_file_named_with_config_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["--config", "nope.toml", "user", "list"], None);
+    let cause = std::fs::read_to_string(sandbox.path("nope.toml")).unwrap_err();
+    assert_eq!(
+        run.assert_error(),
+        format!("error: cannot read config file nope.toml: {cause}")
+    );
+    assert!(!sandbox.db_path().exists());
+}
+
+#[test]
+fn config_file_is_read_from_config_or_the_current_directory_and_env_overrides_it() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("custom.toml"),
+        "[database]\npath = \"from-custom.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.path("config.toml"),
+        "[database]\npath = \"from-default.db\"\n",
+    )
+    .unwrap();
+
+    // ./config.toml when --config is not given.
+    execute(sandbox.bare_command(&["user", "list"]), None).assert_ok();
+    assert!(sandbox.path("from-default.db").exists());
+
+    // --config, before or after the subcommand.
+    for args in [
+        &["--config", "custom.toml", "client", "list"][..],
+        &["client", "list", "--config", "custom.toml"][..],
+    ] {
+        std::fs::remove_file(sandbox.path("from-custom.db")).ok();
+        execute(sandbox.bare_command(args), None).assert_ok();
+        assert!(sandbox.path("from-custom.db").exists(), "{args:?}");
+    }
+
+    // The environment overrides the file.
+    let mut cmd = sandbox.bare_command(&["--config", "custom.toml", "session", "purge"]);
+    cmd.env("LATCHKEY_DATABASE__PATH", "from-env.db");
+    execute(cmd, None).assert_ok();
+    assert!(sandbox.path("from-env.db").exists());
+}
+
+#[test]
+fn an_unknown_config_key_is_refused_naming_the_key() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("config.toml"),
+        "[session]\nidle_timout = \"1h\"\n",
+    )
+    .unwrap();
+    let run = sandbox.latchkey(&["user", "list"], None);
+    let message = run.assert_error();
+    assert!(
+        message.starts_with("error: config key `session.idle_timout`: unknown field `idle_timout`"),
+        "{message}"
+    );
+
+    std::fs::write(sandbox.path("other.toml"), "[sesion]\n").unwrap();
+    let run = sandbox.latchkey(&["--config", "other.toml", "user", "list"], None);
+    let message = run.assert_error();
+    assert!(message.contains("sesion"), "{message}");
+    assert!(!sandbox.db_path().exists());
+}
+
+#[test]
+fn a_bad_config_value_is_refused_naming_the_key() {
+    let sandbox = Sandbox::new();
+    let mut cmd = sandbox.command(&["user", "list"]);
+    cmd.env("LATCHKEY_SERVER__WORKERS", "many");
+    let run = execute(cmd, None);
+    assert_eq!(
+        run.assert_error(),
+        "error: environment variable LATCHKEY_SERVER__WORKERS: \"many\" is not a valid value for `server.workers`"
+    );
+
+    let mut cmd = sandbox.command(&["user", "list"]);
+    cmd.env("LATCHKEY_SESSION__IDLE_TIMEOUT", "10");
+    let run = execute(cmd, None);
+    let message = run.assert_error();
+    assert!(message.contains("session.idle_timeout"), "{message}");
+
+    std::fs::write(sandbox.path("bad.toml"), "[server]\nworkers = \"four\"\n").unwrap();
+    let run = sandbox.latchkey(&["--config", "bad.toml", "serve"], None);
+    let message = run.assert_error();
+    assert!(message.contains("server.workers"), "{message}");
+
+    std::fs::write(sandbox.path("broken.toml"), "[server]\nlisten = \n").unwrap();
+    let run = sandbox.latchkey(&["--config", "broken.toml", "user", "list"], None);
+    let message = run.assert_error();
+    assert!(
+        message.contains("broken.toml") && message.contains("line 2"),
+        "{message}"
+    );
+    assert!(!sandbox.db_path().exists());
+}
+
+#[test]
+fn without_any_config_the_defaults_apply() {
+    let sandbox = Sandbox::new();
+    assert!(!sandbox.path("config.toml").exists());
+    let run = execute(sandbox.bare_command(&["user", "list"]), None);
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{USER_HEADER}\n"));
+    assert_eq!(run.stderr, "");
+    // The default database path, relative to the current directory.
+    assert!(sandbox.path("latchkey.db").exists());
+}
+
+// ---------------------------------------------------------------------------
+// the database file
+
+#[test]
+fn every_command_creates_and_migrates_the_database() {
+    let sandbox = Sandbox::new();
+    let commands: [&[&str]; 6] = [
+        &["user", "list"],
+        &["user", "add", "alice", "--password-stdin"],
+        &["session", "list"],
+        &["session", "purge"],
+        &["client", "list"],
+        &["backup", "copy.db"],
+    ];
+    for (i, args) in commands.iter().enumerate() {
+        let db = sandbox.path(&format!("fresh-{i}.db"));
+        let mut cmd = sandbox.command(args);
+        cmd.env("LATCHKEY_DATABASE__PATH", &db);
+        execute(cmd, Some(b"pw\n")).assert_ok();
+        let conn = Connection::open(&db).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1, "{args:?}");
+        let tables: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            let names = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            names
+        };
+        assert_eq!(tables, ["clients", "sessions", "users"], "{args:?}");
+    }
+    // And running again on an existing, current database changes nothing.
+    let mut cmd = sandbox.command(&["user", "list"]);
+    cmd.env("LATCHKEY_DATABASE__PATH", sandbox.path("fresh-1.db"));
+    let run = execute(cmd, None);
+    run.assert_ok();
+    assert!(run.stdout.contains("alice"), "{}", run.stdout);
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_an_error_naming_the_path() {
+    let sandbox = Sandbox::new();
+    let db = sandbox.path("missing/latchkey.db");
+    for args in [&["user", "list"][..], &["serve"][..]] {
+        let mut cmd = sandbox.command(args);
+        cmd.env("LATCHKEY_DATABASE__PATH", &db)
+            .env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0");
+        let run = execute(cmd, None);
+        let message = run.assert_error();
+        assert!(
+            message.contains(&format!("cannot open database {}", db.display())),
+            "{args:?}: {message}"
+        );
+    }
+    assert!(!sandbox.path("missing").exists());
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_and_left_unchanged() {
+    let sandbox = Sandbox::new();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap())
+        .collect();
+    std::fs::write(sandbox.db_path(), &garbage).unwrap();
+    for args in [&["user", "list"][..], &["serve"][..]] {
+        let mut cmd = sandbox.command(args);
+        cmd.env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0");
+        let run = execute(cmd, None);
+        let message = run.assert_error();
+        assert!(
+            message.contains(&sandbox.db_path().display().to_string())
+                && message.contains("not an SQLite database"),
+            "{args:?}: {message}"
+        );
+    }
+    assert_eq!(std::fs::read(sandbox.db_path()).unwrap(), garbage);
+    let files: Vec<String> = std::fs::read_dir(sandbox.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["latchkey.db"], "nothing created beside it");
+}
+
+#[test]
+fn a_database_from_a_newer_latchkey_is_refused_naming_its_version() {
+    let sandbox = Sandbox::new();
+    Connection::open(sandbox.db_path())
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let run = sandbox.latchkey(&["user", "list"], None);
+    let message = run.assert_error();
+    assert!(
+        message.contains("version 99")
+            && message.contains(&sandbox.db_path().display().to_string()),
+        "{message}"
+    );
+    let tables: i64 = sandbox
+        .db()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "no tables written into it");
+}
+
+#[test]
+fn another_programs_sqlite_database_is_refused() {
+    let sandbox = Sandbox::new();
+    Connection::open(sandbox.db_path())
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
+        .unwrap();
+    let run = sandbox.latchkey(&["user", "list"], None);
+    let message = run.assert_error();
+    assert!(
+        message.contains(&sandbox.db_path().display().to_string()),
+        "{message}"
+    );
+    let body: String = sandbox
+        .db()
+        .query_row("SELECT body FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(body, "keep me");
+    let users: i64 = sandbox
+        .db()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(users, 0);
+}
+
+// ---------------------------------------------------------------------------
+// serve
+
+#[tokio::test]
+async fn serve_creates_admin_on_an_empty_database_and_prints_the_password_once() {
+    let sandbox = Sandbox::new();
+    let mut server = Server::start(&sandbox, &["serve"]);
+    let password = wait_for_admin_password(&mut server);
+
+    let response = login(&server, "admin", &password).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_owned();
+    let me: Value = http()
+        .get(server.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "admin");
+    let wrong = login(&server, "admin", "not the password").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let (stdout, stderr) = server.stop();
+    // Printed once, with a note on how to change it; never logged.
+    assert_eq!(stdout.len(), 2, "{stdout:#?}");
+    assert_eq!(stdout[0], format!("{ADMIN_PASSWORD_PREFIX}{password}"));
+    assert!(stdout[1].contains("user passwd admin"), "{stdout:#?}");
+    assert!(
+        !stderr.iter().any(|l| l.contains(&password)),
+        "the password is logged: {stderr:#?}"
+    );
+
+    // A second start on the same database prints no password, and the
+    // printed one still works.
+    let server = Server::start(&sandbox, &["serve"]);
+    let response = login(&server, "admin", &password).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (stdout, _) = server.stop();
+    assert_eq!(stdout, Vec::<String>::new());
+    assert_eq!(sandbox.user_count(), 1);
+}
+
+#[tokio::test]
+async fn serve_does_not_create_admin_when_users_exist() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "alices password");
+    let server = Server::start(&sandbox, &["serve"]);
+    let response = login(&server, "alice", "alices password").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (stdout, _) = server.stop();
+    assert_eq!(stdout, Vec::<String>::new());
+    let admins: i64 = sandbox
+        .db()
+        .query_row(
+            "SELECT count(*) FROM users WHERE username = 'admin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(admins, 0);
+}
+
+#[tokio::test]
+async fn no_command_means_serve() {
+    let sandbox = Sandbox::new();
+    let mut server = Server::start(&sandbox, &[]);
+    let password = wait_for_admin_password(&mut server);
+    let response = login(&server, "admin", &password).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    server.stop();
+}
+
+#[tokio::test]
+async fn user_passwd_while_serving_locks_out_the_old_password_and_session() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "old password");
+    let server = Server::start(&sandbox, &["serve"]);
+    let response = login(&server, "alice", "old password").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let run = sandbox.latchkey(
+        &["user", "passwd", "alice", "--password-stdin"],
+        Some("new password\n"),
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "Changed the password of \"alice\"; ended 1 session(s).\n"
+    );
+
+    let verify = http()
+        .get(server.url("/verify"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
+    let old = login(&server, "alice", "old password").await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    let new = login(&server, "alice", "new password").await;
+    assert_eq!(new.status(), StatusCode::OK);
+    server.stop();
+}

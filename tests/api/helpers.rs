@@ -238,3 +238,201 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 pub fn now() -> i64 {
     latchkey::auth::unix_now()
 }
+
+/// What a raw HTTP/1.1 exchange returned: status, head (status line and
+/// headers, as text) and body bytes (not de-chunked).
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+impl TestApp {
+    /// `host:port` of the server, as a `Host` header names it.
+    pub fn host(&self) -> String {
+        self.address.trim_start_matches("http://").to_owned()
+    }
+
+    /// `Cookie` header value carrying `token` in the session cookie.
+    pub fn cookie(&self, token: &str) -> String {
+        format!("{}={token}", self.config.session.cookie_name)
+    }
+
+    /// `GET <path>` with the session cookie.
+    pub async fn get_cookie(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header("Cookie", self.cookie(token))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST <path>` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST <path>` with `body` sent as is under `content_type`.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST /login` with a form body.
+    pub async fn login_form(&self, fields: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url("/login"))
+            .form(fields)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates a user whose hash is made with `passwords` rather than the
+    /// server's parameters; returns the id.
+    pub fn add_user_hashed_with(
+        &self,
+        name: &str,
+        password: &str,
+        passwords: &PasswordConfig,
+    ) -> i64 {
+        let store = Store::open(&self.db_path, 1).expect("open store");
+        let hash = PasswordHashing::new(passwords)
+            .unwrap()
+            .hash(password)
+            .unwrap();
+        let conn = store.connection().unwrap();
+        users::insert(
+            &conn,
+            &users::NewUser {
+                username: name,
+                password_hash: &hash,
+                email: None,
+                display_name: None,
+                created_at: latchkey::auth::unix_now(),
+            },
+        )
+        .expect("insert user")
+    }
+
+    /// The stored PHC password hash of user `id`.
+    pub fn password_hash(&self, id: i64) -> String {
+        self.db()
+            .query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
+    /// Sets a user's `disabled` flag directly in the database.
+    pub fn set_disabled(&self, id: i64, disabled: bool) {
+        let changed = self
+            .db()
+            .execute(
+                "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                rusqlite::params![id, disabled],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "no user {id}");
+    }
+
+    /// The public session id of a token's session.
+    pub fn session_id(&self, token: &str) -> i64 {
+        let hash = sha256(token);
+        self.db()
+            .query_row(
+                "SELECT id FROM sessions WHERE token_hash = ?1",
+                [&hash[..]],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    /// Creates an introspection client as `latchkey client add` does; returns its secret.
+    pub fn add_client(&self, id: &str) -> String {
+        let store = Store::open(&self.db_path, 1).expect("open store");
+        let conn = store.connection().unwrap();
+        latchkey::auth::add_client(&conn, id)
+            .unwrap()
+            .secret
+            .expose()
+            .to_owned()
+    }
+
+    /// Sends `request` byte for byte over a new TCP connection and reads the
+    /// answer until the server closes it (send `Connection: close`). For
+    /// what reqwest will not send: chunked bodies, malformed headers.
+    pub async fn raw(&self, request: Vec<u8>) -> RawResponse {
+        let addr = self.host();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            // The server may answer (413) and close before reading it all.
+            let _ = stream.write_all(&request);
+            let mut bytes = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    Err(_) if !bytes.is_empty() => break,
+                    Err(e) => panic!("reading the raw response: {e}"),
+                }
+            }
+            let split = bytes
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a complete response head");
+            let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("a status code");
+            RawResponse {
+                status,
+                head,
+                body: bytes[split + 4..].to_vec(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// The value of header `name` of a response, as text (panics if absent).
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
