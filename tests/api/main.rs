@@ -1,13 +1,16 @@
 //! Integration tests: the real server on port 0, spoken to over HTTP, and
-//! the real binary run as a user would. One binary, so it links once.
+//! the real binary run as a user would, and real nginx, Caddy and Chromium
+//! in front of it. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
+mod browser;
 mod cli;
 mod errors;
 mod introspect;
 mod login;
 mod logout;
+mod proxy;
 mod sessions;
 mod verify;
