@@ -3,15 +3,25 @@
 //! argon2 takes tens of milliseconds of CPU and ~19 MiB per hash. Running it
 //! on tokio's blocking pool would let a login flood queue without limit beside
 //! the database work that token checks need. Here a fixed number of threads
-//! take jobs from a queue of fixed size; when the queue is full the caller is
-//! told [`Busy`] at once (the HTTP layer answers 503 with `Retry-After`).
-//! Memory is bounded by `threads × argon2 memory` plus the queued jobs.
+//! run the hashes, and a fixed number of slots (running + waiting) admit
+//! them: a login takes a slot before it does any other work, and when none
+//! is free it is told [`Busy`] at once (the HTTP layer answers 503 with
+//! `Retry-After`). Memory is bounded by `threads × argon2 memory` plus a few
+//! bytes per waiting login.
+//!
+//! The threads run at a lower CPU priority than request handling: on a busy
+//! machine a login waits a little longer, and token checks do not wait.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Nice value of the hashing threads (0 is normal, 19 the lowest priority).
+const HASHING_NICE: i32 = 10;
 
 /// The pool cannot take more work right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,25 +31,46 @@ pub struct Busy;
 /// Handle to the hashing threads; they stop when the last handle is dropped.
 #[derive(Clone)]
 pub struct Hasher {
-    queue: SyncSender<Job>,
+    jobs: Sender<Job>,
+    slots: Arc<Semaphore>,
+}
+
+/// A place in the pool, taken before the work it is for is even prepared.
+pub struct Slot {
+    _held_until_dropped: OwnedSemaphorePermit,
 }
 
 impl Hasher {
-    /// Starts `threads` hashing threads with room for `queue_len` waiting jobs.
-    pub fn start(threads: usize, queue_len: usize) -> std::io::Result<Hasher> {
-        let (queue, jobs) = sync_channel::<Job>(queue_len);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for i in 0..threads.max(1) {
-            let jobs = Arc::clone(&jobs);
+    /// Starts `threads` hashing threads; at most `threads + waiting` jobs are
+    /// admitted at once.
+    pub fn start(threads: usize, waiting: usize) -> std::io::Result<Hasher> {
+        let threads = threads.max(1);
+        let (jobs, queue) = channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("latchkey-hash-{i}"))
-                .spawn(move || work(&jobs))?;
+                .spawn(move || work(&queue))?;
         }
-        Ok(Hasher { queue })
+        Ok(Hasher {
+            jobs,
+            slots: Arc::new(Semaphore::new(threads + waiting)),
+        })
     }
 
-    /// Runs `f` on a hashing thread, or fails at once with [`Busy`] when full.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, Busy>
+    /// Takes a slot, or fails at once with [`Busy`] when all are taken.
+    pub fn reserve(&self) -> Result<Slot, Busy> {
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map(|permit| Slot {
+                _held_until_dropped: permit,
+            })
+            .map_err(|_| Busy)
+    }
+
+    /// Runs `f` on a hashing thread in the reserved `slot`, freed when `f` ends.
+    pub async fn run<T, F>(&self, slot: Slot, f: F) -> Result<T, Busy>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -48,19 +79,19 @@ impl Hasher {
         let job: Job = Box::new(move || {
             // The receiver is gone only if the request was dropped; nothing to do.
             let _ = done.send(f());
+            drop(slot);
         });
-        self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => Busy,
-        })?;
+        self.jobs.send(job).map_err(|_| Busy)?;
         result.await.map_err(|_| Busy)
     }
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>) {
+fn work(queue: &Mutex<Receiver<Job>>) {
+    lower_priority();
     loop {
         // The lock is held only while waiting for the next job, never while
         // hashing, so the threads take turns at the queue and hash in parallel.
-        let job = match jobs.lock() {
+        let job = match queue.lock() {
             Ok(receiver) => receiver.recv(),
             Err(poisoned) => poisoned.into_inner().recv(),
         };
@@ -68,52 +99,68 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
             return; // every Hasher handle is gone: shut down
         };
         // A panicking job must not take a hashing thread with it; its caller
-        // sees the dropped sender as Busy.
+        // sees the dropped sender as Busy, and the slot is freed on unwind.
         let _ = catch_unwind(AssertUnwindSafe(job));
     }
+}
+
+/// Lowers the calling thread's CPU priority, so request handling preempts it.
+fn lower_priority() {
+    // On Linux a thread id given to PRIO_PROCESS sets that thread's nice value
+    // alone. Raising one's own nice value needs no privilege; if it fails
+    // anyway, hashing runs at normal priority, which is still correct.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASHING_NICE);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::channel;
 
     #[tokio::test]
     async fn jobs_run_and_return_their_result() {
         let hasher = Hasher::start(2, 4).unwrap();
-        assert_eq!(hasher.run(|| 6 * 7).await, Ok(42));
+        let slot = hasher.reserve().unwrap();
+        assert_eq!(hasher.run(slot, || 6 * 7).await, Ok(42));
     }
 
     #[tokio::test]
-    async fn a_full_queue_answers_busy_at_once() {
+    async fn when_every_slot_is_taken_reserve_answers_busy_at_once() {
         let hasher = Hasher::start(1, 1).unwrap();
-        let (release, released) = channel::<()>();
-        let (started, has_started) = channel::<()>();
-        // Occupy the one thread, then the one queue slot.
-        hasher
-            .queue
-            .try_send(Box::new(move || {
-                started.send(()).unwrap();
-                released.recv().unwrap();
-            }))
-            .unwrap();
-        has_started.recv().unwrap();
-        let (drained, has_drained) = channel::<()>();
-        hasher
-            .queue
-            .try_send(Box::new(move || drained.send(()).unwrap()))
-            .unwrap();
-        assert_eq!(hasher.run(|| 2).await, Err(Busy));
-        // Once the queue has room again, work is taken again.
-        release.send(()).unwrap();
-        has_drained.recv().unwrap();
-        assert_eq!(hasher.run(|| 3).await, Ok(3));
+        let first = hasher.reserve().unwrap();
+        let second = hasher.reserve().unwrap();
+        assert!(hasher.reserve().is_err());
+        drop(first);
+        let third = hasher.reserve().unwrap();
+        // A finished job gives its slot back.
+        assert_eq!(hasher.run(second, || 1).await, Ok(1));
+        assert_eq!(hasher.run(third, || 2).await, Ok(2));
+        assert!(hasher.reserve().is_ok());
     }
 
     #[tokio::test]
-    async fn a_panicking_job_does_not_kill_the_pool() {
-        let hasher = Hasher::start(1, 2).unwrap();
-        assert_eq!(hasher.run(|| panic!("boom")).await, Err::<(), _>(Busy));
-        assert_eq!(hasher.run(|| 5).await, Ok(5));
+    async fn a_panicking_job_does_not_kill_the_pool_or_keep_its_slot() {
+        let hasher = Hasher::start(1, 0).unwrap();
+        let slot = hasher.reserve().unwrap();
+        assert_eq!(
+            hasher.run(slot, || panic!("boom")).await,
+            Err::<(), _>(Busy)
+        );
+        let slot = hasher.reserve().expect("the slot came back");
+        assert_eq!(hasher.run(slot, || 5).await, Ok(5));
+    }
+
+    #[test]
+    fn hashing_threads_run_at_a_lower_priority() {
+        #[cfg(target_os = "linux")]
+        {
+            let nice = std::thread::spawn(|| {
+                lower_priority();
+                rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(nice, HASHING_NICE);
+        }
     }
 }

@@ -54,7 +54,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             // An exhausted connection pool is load, not a fault: answer 503.
-            StoreError::Busy(_) => AuthError::Busy,
+            StoreError::Busy(_) | StoreError::Saturated => AuthError::Busy,
             other => AuthError::Store(other),
         }
     }
@@ -178,6 +178,8 @@ impl Auth {
         let threads = hashing_threads();
         let hasher = Hasher::start(threads, threads * HASH_QUEUE_PER_THREAD)?;
         let dummy_hash = passwords.hash(Token::generate()?.expose())?;
+        // Computed on the caller's thread, which does not hash again.
+        password::release_work_memory();
         Ok(Auth {
             inner: Arc::new(Inner {
                 store,
@@ -207,6 +209,9 @@ impl Auth {
             .limiter
             .check(&folded, client.limited_address, unix_now())
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        // A place in the hashing pool first: when the pool is full the login
+        // is refused before it costs a database lookup.
+        let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
 
         let name = username.to_owned();
         let user = inner
@@ -220,7 +225,7 @@ impl Auth {
         let passwords = inner.passwords.clone();
         let (matches, upgraded_hash) = inner
             .hasher
-            .run(move || {
+            .run(slot, move || {
                 let matches = passwords.verify(&stored_hash, &password);
                 // Parameters changed since this hash was made: upgrade it now,
                 // while the password is at hand.

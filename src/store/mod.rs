@@ -12,10 +12,12 @@ pub mod sessions;
 pub mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode};
+use tokio::sync::Semaphore;
 
 pub use rusqlite::{Transaction, TransactionBehavior};
 
@@ -48,6 +50,8 @@ pub enum StoreError {
     Backup { path: PathBuf, message: String },
     #[error("no database connection became free in time")]
     Busy(#[from] r2d2::Error),
+    #[error("too many requests are waiting for the database")]
+    Saturated,
     #[error("a row with that key already exists")]
     Conflict,
     #[error("database error: {0}")]
@@ -69,6 +73,11 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
+    /// One permit per pooled connection. Async callers wait for a permit,
+    /// not for a connection on a blocking thread: under load, waiting costs
+    /// a parked task instead of one more blocking thread (tokio would start
+    /// up to 512 of them, each with its stack and malloc arena).
+    permits: Arc<Semaphore>,
 }
 
 impl Store {
@@ -101,7 +110,10 @@ impl Store {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            permits: Arc::new(Semaphore::new(pool_size as usize)),
+        })
     }
 
     /// Runs `f` with a pooled connection on a blocking thread: the one bridge
@@ -111,11 +123,17 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit =
+            tokio::time::timeout(CHECKOUT_TIMEOUT, Arc::clone(&self.permits).acquire_owned())
+                .await
+                .map_err(|_| StoreError::Saturated)?
+                .map_err(|_| StoreError::Saturated)?;
         let pool = self.pool.clone();
         // tokio's blocking pool (the one actix's web::block uses), without
         // tying store/ to actix-web.
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?; // may wait up to CHECKOUT_TIMEOUT
+            let _permit = permit;
+            let mut conn = pool.get()?; // free by now, unless the CLI holds one
             f(&mut conn)
         })
         .await
