@@ -733,38 +733,3 @@ async fn the_session_records_the_user_agent_and_address_at_login() {
     assert_eq!(agent, "LoginTest/1.0 (X11; Linux)");
 }
 
-#[tokio::test]
-async fn an_unknown_user_costs_about_as_much_time_as_a_wrong_password() {
-    // Real argon2 cost here (the SPEC defaults), so that skipping the
-    // verification for an unknown name would show as a large difference.
-    let app = spawn_app_with(|c| {
-        c.password = latchkey::config::PasswordConfig {
-            memory_kib: 19456,
-            iterations: 2,
-            parallelism: 1,
-        };
-        c.login.max_failures = 1000;
-    })
-    .await;
-    app.add_user("alice", "pw");
-    let mut wrong = Duration::MAX;
-    let mut unknown = Duration::MAX;
-    for _ in 0..5 {
-        let start = std::time::Instant::now();
-        assert_eq!(
-            app.login("alice", "wrong").await.status(),
-            StatusCode::UNAUTHORIZED
-        );
-        wrong = wrong.min(start.elapsed());
-        let start = std::time::Instant::now();
-        assert_eq!(
-            app.login("nobody", "wrong").await.status(),
-            StatusCode::UNAUTHORIZED
-        );
-        unknown = unknown.min(start.elapsed());
-    }
-    assert!(
-        unknown * 3 >= wrong && wrong * 3 >= unknown,
-        "wrong password {wrong:?}, unknown user {unknown:?}"
-    );
-}
