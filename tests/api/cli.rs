@@ -18,7 +18,7 @@ use crate::helpers::{cheap_passwords, now, sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 /// No command may take longer than this; a hang fails the test instead.
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED";
 const SESSION_HEADER: &str = "ID  USER  CREATED  EXPIRES  IP  USER AGENT";
@@ -26,15 +26,15 @@ const CLIENT_HEADER: &str = "ID  CREATED";
 
 /// How a finished command ended.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     code: i32,
-    stdout: String,
-    stderr: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     #[track_caller]
-    fn assert_ok(&self) -> &Self {
+    pub(crate) fn assert_ok(&self) -> &Self {
         assert_eq!(self.code, 0, "expected success: {self:#?}");
         self
     }
@@ -66,18 +66,18 @@ impl Run {
 }
 
 /// A temporary working directory holding the database of one test.
-struct Sandbox {
+pub(crate) struct Sandbox {
     dir: tempfile::TempDir,
 }
 
 impl Sandbox {
-    fn new() -> Sandbox {
+    pub(crate) fn new() -> Sandbox {
         Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -99,7 +99,7 @@ impl Sandbox {
     }
 
     /// The binary on this sandbox's database, with cheap argon2.
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.bare_command(args);
         cmd.env("LATCHKEY_DATABASE__PATH", self.db_path())
             .env("LATCHKEY_PASSWORD__MEMORY_KIB", "8")
@@ -113,7 +113,7 @@ impl Sandbox {
     }
 
     /// `user add NAME --password-stdin`, which must succeed.
-    fn add_user(&self, name: &str, password: &str) -> i64 {
+    pub(crate) fn add_user(&self, name: &str, password: &str) -> i64 {
         self.latchkey(
             &["user", "add", name, "--password-stdin"],
             Some(&format!("{password}\n")),
@@ -122,7 +122,7 @@ impl Sandbox {
         self.user_id(name)
     }
 
-    fn db(&self) -> Connection {
+    pub(crate) fn db(&self) -> Connection {
         let conn = Connection::open(self.db_path()).expect("open the database");
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn
@@ -209,7 +209,7 @@ impl Sandbox {
     }
 
     /// The bytes of the database file and of any -wal/-shm/-journal beside it.
-    fn database_bytes(&self) -> Vec<u8> {
+    pub(crate) fn database_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut path = self.db_path().into_os_string();
@@ -224,7 +224,7 @@ impl Sandbox {
 
 /// Kills a child process when dropped, so a failed assertion never leaves
 /// a latchkey running.
-struct ChildGuard(Child);
+pub(crate) struct ChildGuard(pub(crate) Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -234,7 +234,7 @@ impl Drop for ChildGuard {
 }
 
 /// Runs `cmd` to completion within [`DEADLINE`], feeding it `stdin`.
-fn execute(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
+pub(crate) fn execute(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -303,7 +303,7 @@ enum Line {
 }
 
 /// A `latchkey serve` child on port 0; killed by its own handle when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     lines: mpsc::Receiver<Line>,
     stdout: Vec<String>,
@@ -313,7 +313,7 @@ struct Server {
 
 impl Server {
     /// Starts `latchkey ARGS` (a serve) and waits for its "listening on" log line.
-    fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
+    pub(crate) fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
         let mut cmd = sandbox.command(args);
         cmd.env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
             .env("LATCHKEY_SERVER__WORKERS", "1")
@@ -391,12 +391,12 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
     /// Kills the server and returns everything it wrote: (stdout, stderr) lines.
-    fn stop(mut self) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn stop(mut self) -> (Vec<String>, Vec<String>) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let started = Instant::now();
@@ -438,7 +438,7 @@ async fn login(server: &Server, username: &str, password: &str) -> reqwest::Resp
         .expect("request")
 }
 
-const ADMIN_PASSWORD_PREFIX: &str = "Created user \"admin\" with password: ";
+pub(crate) const ADMIN_PASSWORD_PREFIX: &str = "Created user \"admin\" with password: ";
 
 /// Waits for the first-start message and returns the admin password in it.
 fn wait_for_admin_password(server: &mut Server) -> String {
@@ -1364,6 +1364,48 @@ fn a_database_in_a_missing_directory_is_an_error_naming_the_path() {
         );
     }
     assert!(!sandbox.path("missing").exists());
+}
+
+#[test]
+fn a_database_where_nothing_may_be_written_is_an_error_naming_the_path() {
+    // /proc refuses new files even to root, so this holds in CI (as root),
+    // where a chmod-ed directory would not.
+    let sandbox = Sandbox::new();
+    for args in [&["user", "list"][..], &["serve"][..]] {
+        let mut cmd = sandbox.command(args);
+        cmd.env("LATCHKEY_DATABASE__PATH", "/proc/latchkey-test.db")
+            .env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0");
+        let run = execute(cmd, None);
+        let message = run.assert_error();
+        assert!(
+            message.contains("cannot open database /proc/latchkey-test.db")
+                && message.contains("writable"),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_config_file_that_cannot_be_read_is_an_error_naming_it() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path("config.toml")).unwrap();
+    for args in [&["user", "list"][..], &["serve"][..]] {
+        // Read implicitly from the current directory, and named explicitly.
+        for explicit in [false, true] {
+            let mut all_args = args.to_vec();
+            let named = sandbox.path("config.toml");
+            let named = named.to_str().unwrap();
+            if explicit {
+                all_args.splice(0..0, ["--config", named]);
+            }
+            let run = execute(sandbox.command(&all_args), None);
+            let message = run.assert_error();
+            assert!(
+                message.contains("cannot read config file") && message.contains("config.toml"),
+                "{all_args:?}: {message}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -7,10 +7,12 @@ mod helpers;
 
 mod browser;
 mod cli;
+mod crash;
 mod errors;
 mod introspect;
 mod login;
 mod logout;
 mod proxy;
+mod secrets;
 mod sessions;
 mod verify;

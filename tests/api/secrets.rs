@@ -1,0 +1,415 @@
+//! Tests: secrets. The real binary, logging at its most verbose (`trace`),
+//! goes through a whole session of use; afterwards no password, token,
+//! token hash or client secret appears anywhere in its log, and no raw
+//! token or secret in the database file.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::cli::{execute, ChildGuard, Run, Sandbox, ADMIN_PASSWORD_PREFIX, DEADLINE};
+use crate::helpers::sha256;
+
+const COOKIE: &str = "latchkey_session";
+const PASSWORD: &str = "Tr0ub4dor&3 alice's right password";
+const WRONG_PASSWORD: &str = "hunter2 alice's wrong password";
+/// A wrong password shaped like a token: a logger that masks "passwords" but
+/// prints things that look like ids would leak it.
+const WRONG_TOKEN_LIKE_PASSWORD: &str = "q7ZK2vR9xLm4Tn8WcB1yHs6Jd3Fp0GaE5uNiOkYrXe0";
+/// Not a token of this server, but a client's credential all the same.
+const GARBAGE_TOKEN: &str = "Zm9vYmFyYmF6cXV4LWdhcmJhZ2UtdG9rZW4tZm9yLWxvZ3M";
+
+/// `latchkey ARGS` in `sandbox`, logging at `trace`, to completion.
+fn latchkey_traced(sandbox: &Sandbox, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = sandbox.command(args);
+    cmd.env("RUST_LOG", "trace");
+    let run = execute(cmd, stdin.map(str::as_bytes));
+    run.assert_ok();
+    run
+}
+
+/// `latchkey serve` logging at `trace`, its stdout and stderr going to files.
+struct TracedServer {
+    child: ChildGuard,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+    base: String,
+}
+
+impl TracedServer {
+    fn start(sandbox: &Sandbox) -> TracedServer {
+        let stdout = sandbox.path("serve.stdout");
+        let stderr = sandbox.path("serve.stderr");
+        let mut cmd: Command = sandbox.command(&["serve"]);
+        cmd.env("RUST_LOG", "trace")
+            .env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
+            .env("LATCHKEY_SERVER__WORKERS", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap());
+        let child = ChildGuard(cmd.spawn().expect("start latchkey serve"));
+        let marker = "listening on http://127.0.0.1:";
+        let port = wait_for_line(&stderr, marker)
+            .split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|port| port.parse::<u16>().ok())
+            .expect("a port in the listening line");
+        TracedServer {
+            child,
+            stdout,
+            stderr,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Kills the server; returns everything it wrote: (stdout, stderr).
+    fn stop(mut self) -> (String, String) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        (
+            std::fs::read_to_string(&self.stdout).unwrap(),
+            std::fs::read_to_string(&self.stderr).unwrap(),
+        )
+    }
+}
+
+/// The first line of file `path` containing `needle`, waiting at most [`DEADLINE`].
+fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no line with {needle:?} in {}: {text}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.expect("request")
+}
+
+async fn json_token(response: Response) -> String {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Every form in which a secret could plausibly be written out: as is, and
+/// for tokens and client secrets their SHA-256 (what the database holds) in
+/// hex of either case and in each base64 flavour.
+fn forms(secret: &str, hashed: bool) -> Vec<String> {
+    let mut forms = vec![secret.to_owned()];
+    if hashed {
+        let hash = sha256(secret);
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        forms.push(hex.to_uppercase());
+        forms.push(hex);
+        for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+            forms.push(engine.encode(hash));
+        }
+    }
+    forms
+}
+
+#[tokio::test]
+async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_trace() {
+    let sandbox = Sandbox::new();
+    // On an empty database, so that serve creates admin and prints its password.
+    let server = TracedServer::start(&sandbox);
+    let admin_line = wait_for_line(&server.stdout, ADMIN_PASSWORD_PREFIX);
+    let admin_password = admin_line
+        .strip_prefix(ADMIN_PASSWORD_PREFIX)
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The administrator's side, beside the running server and also at trace.
+    let user_add = latchkey_traced(
+        &sandbox,
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let client_add = latchkey_traced(&sandbox, &["client", "add", "proxy"], None);
+    let client_secret = client_add.stdout.trim_end().to_owned();
+    assert_eq!(client_secret.len(), 43, "{client_add:#?}");
+    let basic = STANDARD.encode(format!("proxy:{client_secret}"));
+    let wrong_basic = STANDARD.encode(format!("proxy:{WRONG_TOKEN_LIKE_PASSWORD}"));
+
+    let admin_token = json_token(
+        send(
+            http.post(server.url("/login"))
+                .json(&json!({ "username": "admin", "password": admin_password })),
+        )
+        .await,
+    )
+    .await;
+    let json_login = json_token(
+        send(
+            http.post(server.url("/login"))
+                .json(&json!({ "username": "alice", "password": PASSWORD })),
+        )
+        .await,
+    )
+    .await;
+    let form = send(http.post(server.url("/login")).form(&[
+        ("username", "alice"),
+        ("password", PASSWORD),
+        ("rd", "/after/login?x=1"),
+    ]))
+    .await;
+    assert_eq!(form.status(), StatusCode::SEE_OTHER);
+    let cookie = form
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let form_login = cookie
+        .strip_prefix(&format!("{COOKIE}="))
+        .and_then(|rest| rest.split(';').next())
+        .expect("the session cookie")
+        .to_owned();
+
+    // Failures are where loggers like to say what was tried.
+    for password in [WRONG_PASSWORD, WRONG_TOKEN_LIKE_PASSWORD] {
+        let wrong = send(
+            http.post(server.url("/login"))
+                .json(&json!({ "username": "alice", "password": password })),
+        )
+        .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let wrong_form = send(http.post(server.url("/login")).form(&[
+        ("username", "alice"),
+        ("password", WRONG_PASSWORD),
+        ("rd", "/after/login"),
+    ]))
+    .await;
+    assert_eq!(wrong_form.status(), StatusCode::UNAUTHORIZED);
+
+    let verify = send(http.get(server.url("/verify")).bearer_auth(&json_login)).await;
+    assert_eq!(verify.status(), StatusCode::OK);
+    let verify = send(
+        http.get(server.url("/verify"))
+            .header("Cookie", format!("{COOKIE}={form_login}")),
+    )
+    .await;
+    assert_eq!(verify.status(), StatusCode::OK);
+
+    let introspect = send(
+        http.post(server.url("/introspect"))
+            .header("Authorization", format!("Basic {basic}"))
+            .form(&[("token", json_login.as_str())]),
+    )
+    .await;
+    assert_eq!(introspect.status(), StatusCode::OK);
+    let body: Value = introspect.json().await.unwrap();
+    assert_eq!(body["active"], true, "{body}");
+    let rejected = send(
+        http.post(server.url("/introspect"))
+            .header("Authorization", format!("Basic {wrong_basic}"))
+            .form(&[("token", json_login.as_str())]),
+    )
+    .await;
+    assert_eq!(rejected.status(), StatusCode::UNAUTHORIZED);
+
+    let me = send(http.get(server.url("/me")).bearer_auth(&json_login)).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let sessions: Value = send(http.get(server.url("/sessions")).bearer_auth(&json_login))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .expect("the form login's session")["id"]
+        .as_i64()
+        .unwrap();
+    let deleted = send(
+        http.delete(server.url(&format!("/sessions/{other}")))
+            .bearer_auth(&json_login),
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let verify = send(
+        http.get(server.url("/verify"))
+            .header("Cookie", format!("{COOKIE}={form_login}")),
+    )
+    .await;
+    assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
+
+    let logout = send(http.post(server.url("/logout")).bearer_auth(&json_login)).await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let last_login = json_token(
+        send(
+            http.post(server.url("/login"))
+                .json(&json!({ "username": "alice", "password": PASSWORD })),
+        )
+        .await,
+    )
+    .await;
+    let logout_all = send(
+        http.post(server.url("/logout?all=true"))
+            .header("Cookie", format!("{COOKIE}={last_login}")),
+    )
+    .await;
+    assert_eq!(logout_all.status(), StatusCode::NO_CONTENT);
+
+    for path in ["/verify", "/me", "/sessions"] {
+        let garbage = send(http.get(server.url(path)).bearer_auth(GARBAGE_TOKEN)).await;
+        assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let garbage = send(
+        http.post(server.url("/introspect"))
+            .header("Authorization", format!("Basic {basic}"))
+            .form(&[("token", GARBAGE_TOKEN)]),
+    )
+    .await;
+    assert_eq!(garbage.status(), StatusCode::OK);
+
+    let (stdout, log) = server.stop();
+
+    // An empty or silent log would pass everything below: make sure it is
+    // the verbose log of this very session.
+    assert!(log.contains("latchkey listening on"), "{log}");
+    assert!(
+        log.contains("login user=\"alice\""),
+        "no login logged: {log}"
+    );
+    assert!(
+        log.contains("login refused"),
+        "no failed login logged: {log}"
+    );
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "RUST_LOG=trace did not make the log verbose: {log}"
+    );
+
+    // Printed once on purpose, on stdout, and never logged.
+    assert_eq!(
+        stdout.matches(admin_password.as_str()).count(),
+        1,
+        "{stdout}"
+    );
+
+    let passwords = [
+        PASSWORD,
+        WRONG_PASSWORD,
+        WRONG_TOKEN_LIKE_PASSWORD,
+        admin_password.as_str(),
+    ];
+    let tokens = [
+        admin_token.as_str(),
+        json_login.as_str(),
+        form_login.as_str(),
+        last_login.as_str(),
+        GARBAGE_TOKEN,
+    ];
+    let mut secrets: Vec<(&str, String)> = Vec::new();
+    for password in passwords {
+        secrets.extend(forms(password, false).into_iter().map(|f| ("password", f)));
+    }
+    for token in tokens {
+        secrets.extend(forms(token, true).into_iter().map(|f| ("token", f)));
+    }
+    secrets.extend(
+        forms(&client_secret, true)
+            .into_iter()
+            .map(|f| ("client secret", f)),
+    );
+    secrets.push(("Basic credentials", basic.clone()));
+    secrets.push(("Basic credentials", wrong_basic.clone()));
+
+    for (kind, secret) in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a {kind} is in the server log: {secret:?}\n{log}"
+        );
+        if *secret != admin_password {
+            assert!(
+                !stdout.contains(secret.as_str()),
+                "a {kind} is on stdout: {secret:?}\n{stdout}"
+            );
+        }
+    }
+    // The admin commands print only what they must: the secret once, on stdout.
+    for (kind, secret) in &secrets {
+        let printed = |text: &str| text.contains(secret.as_str());
+        assert!(
+            !printed(&user_add.stdout) && !printed(&user_add.stderr),
+            "{kind} by user add"
+        );
+        assert!(
+            !printed(&client_add.stderr),
+            "{kind} on client add's stderr"
+        );
+        if *secret != client_secret {
+            assert!(
+                !printed(&client_add.stdout),
+                "{kind} on client add's stdout"
+            );
+        }
+    }
+
+    // The hashes searched for above are really the ones the server stores.
+    let db = sandbox.db();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sessions WHERE token_hash = ?1",
+            [&sha256(&admin_token)[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        stored, 1,
+        "the admin's session is stored under another hash"
+    );
+    let stored: Vec<u8> = db
+        .query_row(
+            "SELECT secret_hash FROM clients WHERE id = 'proxy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, sha256(&client_secret));
+    drop(db);
+
+    // SPEC: only hashes are stored; the raw values never touch the file.
+    let bytes = sandbox.database_bytes();
+    assert!(!bytes.is_empty());
+    for secret in tokens
+        .iter()
+        .chain(&passwords)
+        .chain([&client_secret.as_str()])
+    {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} is in the database file"
+        );
+    }
+}
