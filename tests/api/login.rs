@@ -255,6 +255,28 @@ async fn form_login_sends_hostile_rd_values_to_the_default_redirect() {
         "https://example.com.evil.com/",
         "https://app.example.com@evil.com/",
         "data:text/html,hi",
+        // Backslashes, which browsers read as slashes.
+        "\\\\evil.com",
+        "/\\/evil.com",
+        "https:\\\\evil.com",
+        // Userinfo tricks.
+        "https://user:pw@app.example.com/",
+        "https://evil.com\\@app.example.com/",
+        "https://evil.com#@app.example.com",
+        "https://evil.com?@app.example.com",
+        // Schemes and whitespace browsers strip.
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "/\t/evil.com",
+        "/\n/evil.com",
+        "ftp://app.example.com/",
+        // Encoded variants (as the form delivers them, after one decoding).
+        "%2F%2Fevil.com",
+        "https:%2F%2Fevil.com",
+        "/%09/evil.com\r\n",
+        "https://evil%2Ecom/",
+        "https://xn--exmple-cua.com/",
+        "evil.com",
     ] {
         let response = app
             .login_form(&[("username", "alice"), ("password", "pw"), ("rd", rd)])

@@ -371,6 +371,12 @@ async fn with_rd_to_a_host_that_is_not_allowed_the_answer_is_401_not_a_redirect(
         "//evil.com/login",
         "javascript:alert(1)",
         "https://example.com.evil.com/login",
+        "\\\\evil.com/login",
+        "/\\evil.com/login",
+        "https://app.example.com@evil.com/login",
+        "https://evil.com\\@app.example.com/login",
+        "/\t/evil.com",
+        "data:text/html,hi",
     ] {
         let response = verify_rd(
             &app,
