@@ -294,16 +294,45 @@ impl Auth {
     /// The identity behind a token, sliding its expiry; `None` when the token
     /// is malformed, unknown, expired, or its user is disabled.
     pub async fn check_token(&self, token: &str) -> Result<Option<Identity>, AuthError> {
-        let Some(token) = Token::parse(token) else {
+        match Token::parse(token) {
+            Some(token) => self.check_hash(token.hash()).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The token check proper: one inline read, and a write only on the
+    /// rare use that slides the expiry.
+    async fn check_hash(&self, hash: TokenHash) -> Result<Option<Identity>, AuthError> {
+        let Some(row) = self
+            .read(move |conn| sessions::find_by_token_hash(conn, &hash.0))
+            .await?
+        else {
             return Ok(None);
         };
-        let hash = token.hash();
-        let lifetimes = self.inner.lifetimes;
-        Ok(self
-            .inner
-            .store
-            .run(move |conn| check_hash(conn, &hash, lifetimes, unix_now()))
-            .await?)
+        let Some((identity, slid)) = judge(row, self.inner.lifetimes, unix_now()) else {
+            return Ok(None);
+        };
+        if slid {
+            let expires_at = identity.expires_at;
+            self.inner
+                .store
+                .run(move |conn| sessions::extend(conn, &hash.0, expires_at))
+                .await?;
+        }
+        Ok(Some(identity))
+    }
+
+    /// A read through [`Store::read_now`] (inline, on the worker), or through
+    /// the pool when the inline read cannot answer at once.
+    async fn read<T, F>(&self, f: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: Fn(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.inner.store.read_now(&f) {
+            Ok(value) => Ok(value),
+            Err(_) => Ok(self.inner.store.run(move |conn| f(conn)).await?),
+        }
     }
 
     /// RFC 7662: authenticates the caller when clients exist, then checks the token.
@@ -312,26 +341,21 @@ impl Auth {
         credentials: Option<ClientCredentials>,
         token: &str,
     ) -> Result<Introspection, AuthError> {
-        let token = Token::parse(token);
-        let lifetimes = self.inner.lifetimes;
-        Ok(self
-            .inner
-            .store
-            .run(move |conn| {
-                if clients::any_exist(conn)? && !client_is_known(conn, credentials.as_ref())? {
-                    return Ok(Introspection::ClientRejected);
-                }
-                let Some(token) = token else {
-                    return Ok(Introspection::Inactive);
-                };
-                Ok(
-                    match check_hash(conn, &token.hash(), lifetimes, unix_now())? {
-                        Some(identity) => Introspection::Active(identity),
-                        None => Introspection::Inactive,
-                    },
-                )
+        let allowed = self
+            .read(move |conn| {
+                Ok(!clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?)
             })
-            .await?)
+            .await?;
+        if !allowed {
+            return Ok(Introspection::ClientRejected);
+        }
+        let Some(token) = Token::parse(token) else {
+            return Ok(Introspection::Inactive);
+        };
+        Ok(match self.check_hash(token.hash()).await? {
+            Some(identity) => Introspection::Active(identity),
+            None => Introspection::Inactive,
+        })
     }
 
     /// True when callers of `/introspect` must authenticate as a client.
@@ -366,7 +390,7 @@ impl Auth {
             .store
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let Some(identity) = check_hash(&tx, &hash, lifetimes, unix_now())? else {
+                let Some(identity) = check_hash_in(&tx, &hash, lifetimes, unix_now())? else {
                     return Ok(None);
                 };
                 let revoked = sessions::delete_for_user(&tx, identity.user_id)?;
@@ -414,29 +438,18 @@ impl Auth {
     }
 }
 
-/// Looks a token hash up and applies the session rules, sliding if due.
-fn check_hash(
-    conn: &rusqlite::Connection,
-    hash: &TokenHash,
-    lifetimes: Lifetimes,
-    now: i64,
-) -> Result<Option<Identity>, StoreError> {
-    let Some(row) = sessions::find_by_token_hash(conn, &hash.0)? else {
-        return Ok(None);
-    };
+/// Applies the session rules to a stored row at `now`: the identity after
+/// any sliding, and whether `expires_at` slid (and must be written).
+fn judge(row: sessions::TokenRow, lifetimes: Lifetimes, now: i64) -> Option<(Identity, bool)> {
     if row.user_disabled {
-        return Ok(None);
+        return None;
     }
-    let expires_at = match lifetimes.check(now, row.expires_at, row.max_expires_at) {
-        Expiry::Expired => return Ok(None),
-        Expiry::Valid { expires_at, slid } => {
-            if slid {
-                sessions::extend(conn, &hash.0, expires_at)?;
-            }
-            expires_at
-        }
+    let Expiry::Valid { expires_at, slid } =
+        lifetimes.check(now, row.expires_at, row.max_expires_at)
+    else {
+        return None;
     };
-    Ok(Some(Identity {
+    let identity = Identity {
         session_id: row.session_id,
         user_id: row.user_id,
         username: row.username,
@@ -446,7 +459,28 @@ fn check_hash(
         issued_at: row.created_at,
         expires_at,
         max_expires_at: row.max_expires_at,
-    }))
+    };
+    Some((identity, slid))
+}
+
+/// Looks a token hash up and applies the session rules inside one unit of
+/// database work (a transaction of the caller's), sliding if due.
+fn check_hash_in(
+    conn: &rusqlite::Connection,
+    hash: &TokenHash,
+    lifetimes: Lifetimes,
+    now: i64,
+) -> Result<Option<Identity>, StoreError> {
+    let Some(row) = sessions::find_by_token_hash(conn, &hash.0)? else {
+        return Ok(None);
+    };
+    let Some((identity, slid)) = judge(row, lifetimes, now) else {
+        return Ok(None);
+    };
+    if slid {
+        sessions::extend(conn, &hash.0, identity.expires_at)?;
+    }
+    Ok(Some(identity))
 }
 
 /// True when `credentials` name a stored client and carry its secret.

@@ -11,12 +11,14 @@ pub mod migrate;
 pub mod sessions;
 pub mod users;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::Semaphore;
 
 pub use rusqlite::{Transaction, TransactionBehavior};
@@ -73,6 +75,8 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
+    /// The file, for the per-thread read connections of [`Store::read_now`].
+    reader: Arc<ReaderTarget>,
     /// One permit per pooled connection. Async callers wait for a permit,
     /// not for a connection on a blocking thread: under load, waiting costs
     /// a parked task instead of one more blocking thread (tokio would start
@@ -112,6 +116,10 @@ impl Store {
             })?;
         Ok(Store {
             pool,
+            reader: Arc::new(ReaderTarget {
+                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+                path: path.to_owned(),
+            }),
             permits: Arc::new(Semaphore::new(pool_size as usize)),
         })
     }
@@ -140,10 +148,64 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs a read on this thread's own read-only connection, inline: no
+    /// thread hop, no pool.
+    ///
+    /// Only for indexed point reads on the hot path (the token check runs on
+    /// every proxied request, and a hop to a blocking thread costs more than
+    /// the lookup itself). Safe to run on an async worker because it cannot
+    /// wait: in WAL mode a reader does not wait for writers (it reads the
+    /// last committed state, so a logout that has answered is seen), and the
+    /// connection has no busy timeout, so the rare SQLITE_BUSY comes back at
+    /// once as an error. Callers then take the [`Store::run`] path.
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        READER.with(|cell| {
+            let mut reader = cell.borrow_mut();
+            let current = matches!(&*reader, Some((id, _)) if *id == self.reader.id);
+            if !current {
+                *reader = None;
+                let conn = open_reader(&self.reader.path).map_err(StoreError::from)?;
+                *reader = Some((self.reader.id, conn));
+            }
+            match &*reader {
+                Some((_, conn)) => f(conn),
+                None => Err(StoreError::Task("no read connection".to_owned())),
+            }
+        })
+    }
+
     /// A pooled connection for synchronous callers (the CLI); blocks until free.
     pub fn connection(&self) -> Result<PooledConnection, StoreError> {
         Ok(self.pool.get()?)
     }
+}
+
+/// The file behind a store, and an id telling stores apart in one process
+/// (tests run many servers, each with its own file).
+struct ReaderTarget {
+    id: u64,
+    path: PathBuf,
+}
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The read connection of [`Store::read_now`] on this thread, with the id
+    /// of the store it reads.
+    static READER: RefCell<Option<(u64, Connection)>> = const { RefCell::new(None) };
+}
+
+/// A read-only connection with no busy timeout (it must never wait).
+fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // rusqlite opens every connection with a 5 s busy timeout: take it off.
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(conn)
 }
 
 /// Runs a trivial query: succeeds when the database file answers.
@@ -192,4 +254,37 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("test.db"), 2).expect("open test store");
     (dir, store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inline_read_sees_every_commit_made_before_it() {
+        let (_dir, store) = test_store();
+        let writer = store.connection().unwrap();
+        for i in 0..20_i64 {
+            writer
+                .execute(&format!("PRAGMA user_version = {}", 100 + i), [])
+                .unwrap();
+            let seen: i64 = store
+                .read_now(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+                .unwrap();
+            assert_eq!(seen, 100 + i);
+        }
+    }
+
+    #[test]
+    fn an_inline_read_never_waits_for_a_lock_and_cannot_write() {
+        let (_dir, store) = test_store();
+        let busy_timeout_ms: i64 = store
+            .read_now(|conn| Ok(conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?))
+            .unwrap();
+        // A lock conflict comes back at once as SQLITE_BUSY; pooled
+        // connections would wait up to BUSY_TIMEOUT.
+        assert_eq!(busy_timeout_ms, 0);
+        let write = store.read_now(|conn| Ok(conn.execute("DELETE FROM clients", [])?));
+        assert!(write.is_err(), "the inline connection wrote");
+    }
 }

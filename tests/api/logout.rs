@@ -276,3 +276,23 @@ async fn a_revoked_token_stays_revoked_under_repeated_use() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_session_deleted_by_another_process_is_refused_on_the_very_next_request() {
+    // The CLI and other connections write to the same file; nothing may
+    // serve a token from memory after its row is gone.
+    let app = spawn_app().await;
+    let (user, _) = app.user_with_token("alice").await;
+    let other_process = app.db();
+    for _ in 0..25 {
+        let token = app.login_token("alice", "password-of-test").await;
+        assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::OK);
+        assert_eq!(app.introspect(&token).await.status(), StatusCode::OK);
+        other_process
+            .execute("DELETE FROM sessions WHERE user_id = ?1", [user])
+            .unwrap();
+        assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = app.introspect(&token).await.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({ "active": false }));
+    }
+}
