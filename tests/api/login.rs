@@ -754,4 +754,3 @@ async fn the_session_records_the_user_agent_and_address_at_login() {
     assert_eq!(ip, "127.0.0.1");
     assert_eq!(agent, "LoginTest/1.0 (X11; Linux)");
 }
-
