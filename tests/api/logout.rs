@@ -291,7 +291,10 @@ async fn a_session_deleted_by_another_process_is_refused_on_the_very_next_reques
         other_process
             .execute("DELETE FROM sessions WHERE user_id = ?1", [user])
             .unwrap();
-        assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.verify_bearer(&token).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
         let body: Value = app.introspect(&token).await.json().await.unwrap();
         assert_eq!(body, serde_json::json!({ "active": false }));
     }
