@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod crash;
 mod errors;
+mod fuzz;
 mod introspect;
 mod login;
 mod logout;
