@@ -77,9 +77,17 @@ impl Hasher {
     {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            // The receiver is gone only if the request was dropped; nothing to do.
-            let _ = done.send(f());
+            // A panicking job must not take a hashing thread with it.
+            let outcome = catch_unwind(AssertUnwindSafe(f));
+            // Free the slot before the caller hears back, so a caller that
+            // retries at once finds it free.
             drop(slot);
+            match outcome {
+                // The receiver is gone only if the request was dropped.
+                Ok(value) => drop(done.send(value)),
+                // Dropping `done` tells the caller Busy.
+                Err(_) => drop(done),
+            }
         });
         self.jobs.send(job).map_err(|_| Busy)?;
         result.await.map_err(|_| Busy)
@@ -98,9 +106,7 @@ fn work(queue: &Mutex<Receiver<Job>>) {
         let Ok(job) = job else {
             return; // every Hasher handle is gone: shut down
         };
-        // A panicking job must not take a hashing thread with it; its caller
-        // sees the dropped sender as Busy, and the slot is freed on unwind.
-        let _ = catch_unwind(AssertUnwindSafe(job));
+        job();
     }
 }
 
