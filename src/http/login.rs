@@ -9,7 +9,10 @@ use super::error::{no_store, ApiError};
 use super::page::{html_response, login_page as render};
 use super::AppState;
 use crate::auth::password::MAX_PASSWORD_BYTES;
-use crate::auth::{check_username, unix_now, Client, NewSession};
+use crate::auth::{check_username, unix_now, AuthError, Client, NewSession};
+
+/// How long a login refused without hashing (503, 429) waits for its answer.
+const REFUSAL_PACE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The login form; `?rd=` is carried through to the POST.
 pub async fn login_page(req: HttpRequest) -> HttpResponse {
@@ -101,7 +104,20 @@ async fn attempt(
         .await;
     match &outcome {
         Ok(_) => tracing::info!(user = username, ip = %address.ip, "login"),
+        // Shed logins come by the thousand in a flood: a log line each would
+        // cost the CPU that shedding saves.
+        Err(AuthError::Busy) => tracing::debug!(user = username, ip = %address.ip, "login shed"),
         Err(e) => tracing::info!(user = username, ip = %address.ip, reason = %e, "login refused"),
+    }
+    if matches!(
+        outcome,
+        Err(AuthError::Busy | AuthError::RateLimited { .. })
+    ) {
+        // Refused without hashing (pool full, or banned): answer only after a
+        // short pause. It costs an async timer, no CPU and no hashing slot,
+        // and paces a client that hammers /login to ~100 attempts a second
+        // per connection, so a flood cannot take the worker from token checks.
+        tokio::time::sleep(REFUSAL_PACE).await;
     }
     Ok(outcome?)
 }
