@@ -303,12 +303,22 @@ impl Auth {
     /// The token check proper: one inline read, and a write only on the
     /// rare use that slides the expiry.
     async fn check_hash(&self, hash: TokenHash) -> Result<Option<Identity>, AuthError> {
-        let Some(row) = self
+        match self
             .read(move |conn| sessions::find_by_token_hash(conn, &hash.0))
             .await?
-        else {
-            return Ok(None);
-        };
+        {
+            Some(row) => self.settle(hash, row).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Applies the session rules to a row read for `hash`, writing the slid
+    /// expiry when it moved.
+    async fn settle(
+        &self,
+        hash: TokenHash,
+        row: sessions::TokenRow,
+    ) -> Result<Option<Identity>, AuthError> {
         let Some((identity, slid)) = judge(row, self.inner.lifetimes, unix_now()) else {
             return Ok(None);
         };
@@ -341,21 +351,29 @@ impl Auth {
         credentials: Option<ClientCredentials>,
         token: &str,
     ) -> Result<Introspection, AuthError> {
-        let allowed = self
+        let hash = Token::parse(token).map(|t| t.hash());
+        // The client check and the token lookup in one inline read.
+        let (allowed, row) = self
             .read(move |conn| {
-                Ok(!clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?)
+                let allowed =
+                    !clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?;
+                let row = match (&hash, allowed) {
+                    (Some(hash), true) => sessions::find_by_token_hash(conn, &hash.0)?,
+                    _ => None,
+                };
+                Ok((allowed, row))
             })
             .await?;
         if !allowed {
             return Ok(Introspection::ClientRejected);
         }
-        let Some(token) = Token::parse(token) else {
-            return Ok(Introspection::Inactive);
-        };
-        Ok(match self.check_hash(token.hash()).await? {
-            Some(identity) => Introspection::Active(identity),
-            None => Introspection::Inactive,
-        })
+        match (hash, row) {
+            (Some(hash), Some(row)) => Ok(match self.settle(hash, row).await? {
+                Some(identity) => Introspection::Active(identity),
+                None => Introspection::Inactive,
+            }),
+            _ => Ok(Introspection::Inactive),
+        }
     }
 
     /// True when callers of `/introspect` must authenticate as a client.

@@ -1,13 +1,28 @@
 //! `POST /introspect`: RFC 7662 token introspection.
 
+use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
 use super::body::{body_kind, read_body, Fields};
 use super::error::{no_store, ApiError};
 use super::extract::basic_credentials;
 use super::AppState;
 use crate::auth::Introspection;
+
+/// The RFC 7662 answer for an active token.
+#[derive(Serialize)]
+struct Active<'a> {
+    active: bool,
+    sub: String,
+    username: &'a str,
+    token_type: &'static str,
+    iat: i64,
+    exp: i64,
+}
+
+/// The whole answer for any token that is not active.
+const INACTIVE: &str = r#"{"active":false}"#;
 
 /// 200 `{"active": true, …}` or `{"active": false}`; 401 for an unknown
 /// client once clients exist; 400 without a `token` field.
@@ -31,17 +46,21 @@ pub async fn introspect(
         return Err(ApiError::ClientUnauthorized);
     }
     token?;
-    let answer = match outcome {
-        Introspection::Active(identity) => json!({
-            "active": true,
-            "sub": identity.user_id.to_string(),
-            "username": identity.username,
-            "token_type": "Bearer",
-            "iat": identity.issued_at,
-            "exp": identity.exp(),
-        }),
+    Ok(match outcome {
+        Introspection::Active(identity) => {
+            HttpResponse::Ok().insert_header(no_store()).json(Active {
+                active: true,
+                sub: identity.user_id.to_string(),
+                username: &identity.username,
+                token_type: "Bearer",
+                iat: identity.issued_at,
+                exp: identity.exp(),
+            })
+        }
         // RFC 7662 §2.2: nothing but `active` for an inactive token.
-        _ => json!({ "active": false }),
-    };
-    Ok(HttpResponse::Ok().insert_header(no_store()).json(answer))
+        _ => HttpResponse::Ok()
+            .insert_header(no_store())
+            .content_type(ContentType::json())
+            .body(INACTIVE),
+    })
 }
