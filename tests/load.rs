@@ -223,9 +223,10 @@ async fn a_login_flood_gets_fast_503s_while_token_checks_stay_fast_and_memory_bo
 
     // The flood: far more concurrent logins than the hashing pool can take,
     // keeping both hashing threads busy all along. Each flooder retries about
-    // 100 ms after a 503, a tenth of the Retry-After it is given: this tests that
-    // hashing cannot starve token checks. A raw request-rate flood is the
-    // proxy's to limit (docs/security.md): on two cores it slows everything.
+    // 100 ms after a 503, a tenth of the Retry-After it is given: this tests
+    // that hashing cannot starve token checks. (The server also paces its
+    // refusals; a raw request-rate flood is for the proxy to limit, see
+    // docs/security.md and the benchmark's flood row.)
     const FLOODERS: usize = 96;
     let stop = Arc::new(AtomicBool::new(false));
     let mut flooders = Vec::new();
@@ -308,8 +309,10 @@ async fn a_login_flood_gets_fast_503s_while_token_checks_stay_fast_and_memory_bo
             .all(|(s, _, retry)| *s != StatusCode::SERVICE_UNAVAILABLE || *retry),
         "503 without Retry-After"
     );
+    // Fast: the server's 10 ms pace plus scheduling, never the wait for a
+    // hash (an admitted login can wait for five of them, ~200 ms).
     assert!(
-        percentile(shed_times, 90) < Duration::from_millis(25),
+        percentile(shed_times, 90) < Duration::from_millis(50),
         "shedding is not fast"
     );
     // ...token checks stay close to their idle speed...
