@@ -295,8 +295,8 @@ impl Auth {
     /// The identity behind a token, sliding its expiry; `None` when the token
     /// is malformed, unknown, expired, or its user is disabled.
     pub async fn check_token(&self, token: &str) -> Result<Option<Identity>, AuthError> {
-        match Token::parse(token) {
-            Some(token) => self.check_hash(token.hash()).await,
+        match TokenHash::of_token(token) {
+            Some(hash) => self.check_hash(hash).await,
             None => Ok(None),
         }
     }
@@ -352,7 +352,7 @@ impl Auth {
         credentials: Option<ClientCredentials>,
         token: &str,
     ) -> Result<Introspection, AuthError> {
-        let hash = Token::parse(token).map(|t| t.hash());
+        let hash = TokenHash::of_token(token);
         // The client check and the token lookup in one inline read.
         let (allowed, row) = self
             .read(move |conn| {
@@ -379,10 +379,9 @@ impl Auth {
 
     /// Revokes one token; revoking an unknown token is not an error.
     pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
-        let Some(token) = Token::parse(token) else {
+        let Some(hash) = TokenHash::of_token(token) else {
             return Ok(());
         };
-        let hash = token.hash();
         self.inner
             .store
             .run(move |conn| sessions::delete_by_token_hash(conn, &hash.0))
@@ -393,8 +392,7 @@ impl Auth {
     /// Revokes every session of the token's user; [`AuthError::Unauthorized`]
     /// when the token is not valid.
     pub async fn logout_everywhere(&self, token: &str) -> Result<usize, AuthError> {
-        let token = Token::parse(token).ok_or(AuthError::Unauthorized)?;
-        let hash = token.hash();
+        let hash = TokenHash::of_token(token).ok_or(AuthError::Unauthorized)?;
         let lifetimes = self.inner.lifetimes;
         self.inner
             .store
@@ -501,7 +499,7 @@ fn client_is_known(
     let Some(credentials) = credentials else {
         return Ok(false);
     };
-    let presented = Token::hash_secret(&credentials.secret);
+    let presented = TokenHash::of_secret(&credentials.secret);
     Ok(match clients::find_secret_hash(conn, &credentials.id)? {
         // Constant-time: the comparison time says nothing about the secret.
         Some(stored) => presented.matches(&stored),
