@@ -77,12 +77,9 @@ fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413
-/// before reading it when `Content-Length` says so.
-pub async fn read_body(req: &HttpRequest, payload: Payload) -> Result<Bytes, ApiError> {
-    if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge);
-    }
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
+/// (A declared oversized length never gets here: [`reject_oversized`].)
+pub async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
     match payload.to_bytes_limited(MAX_BODY_BYTES).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(ApiError::InvalidRequest(

@@ -32,7 +32,7 @@ pub async fn introspect(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let kind = body_kind(&req)?;
-    let body = read_body(&req, payload).await?;
+    let body = read_body(payload).await?;
     let fields = Fields::parse(kind, &body)?;
     let token = fields.required("token");
     // Client authentication is decided before a missing token is reported:

@@ -30,7 +30,7 @@ pub async fn login(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let kind = body_kind(&req)?;
-    let body = read_body(&req, payload).await?;
+    let body = read_body(payload).await?;
     match kind {
         BodyKind::Json => {
             let fields = Fields::parse(kind, &body)?;
