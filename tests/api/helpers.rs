@@ -100,8 +100,20 @@ impl TestApp {
         email: Option<&str>,
         display_name: Option<&str>,
     ) -> i64 {
+        self.insert_user(name, password, &self.config.password, email, display_name)
+    }
+
+    /// Creates a user whose hash is made with `passwords`; returns the id.
+    fn insert_user(
+        &self,
+        name: &str,
+        password: &str,
+        passwords: &PasswordConfig,
+        email: Option<&str>,
+        display_name: Option<&str>,
+    ) -> i64 {
         let store = Store::open(&self.db_path, 1).expect("open store");
-        let hash = PasswordHashing::new(&self.config.password)
+        let hash = PasswordHashing::new(passwords)
             .unwrap()
             .hash(password)
             .unwrap();
@@ -319,23 +331,7 @@ impl TestApp {
         password: &str,
         passwords: &PasswordConfig,
     ) -> i64 {
-        let store = Store::open(&self.db_path, 1).expect("open store");
-        let hash = PasswordHashing::new(passwords)
-            .unwrap()
-            .hash(password)
-            .unwrap();
-        let conn = store.connection().unwrap();
-        users::insert(
-            &conn,
-            &users::NewUser {
-                username: name,
-                password_hash: &hash,
-                email: None,
-                display_name: None,
-                created_at: latchkey::auth::unix_now(),
-            },
-        )
-        .expect("insert user")
+        self.insert_user(name, password, passwords, None, None)
     }
 
     /// The stored PHC password hash of user `id`.
