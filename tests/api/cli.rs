@@ -1599,3 +1599,36 @@ async fn user_passwd_while_serving_locks_out_the_old_password_and_session() {
     assert_eq!(new.status(), StatusCode::OK);
     server.stop();
 }
+
+#[tokio::test]
+async fn serve_warns_about_an_open_introspect_and_once_about_untrusted_forwarding() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, &["serve"]);
+    // Two logins through what looks like a proxy that is not trusted.
+    for _ in 0..2 {
+        let response = http()
+            .post(server.url("/login"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .json(&serde_json::json!({ "username": "nobody", "password": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (_, stderr) = server.stop();
+    let count = |needle: &str| stderr.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("no introspection clients exist"), 1, "{stderr:#?}");
+    assert_eq!(count("server.trusted_proxies"), 1, "{stderr:#?}");
+
+    // With a client, introspection is closed and nothing is said about it.
+    sandbox
+        .latchkey(&["client", "add", "proxy"], None)
+        .assert_ok();
+    let (_, stderr) = Server::start(&sandbox, &["serve"]).stop();
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("no introspection clients")),
+        "{stderr:#?}"
+    );
+}
