@@ -105,6 +105,10 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     large_sessions: u64,
+    /// Runs only these scenarios, by number (e.g. `--only 4,5`); the bare
+    /// route (1) always runs, since every ratio is taken against it
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    only: Vec<usize>,
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -379,16 +383,26 @@ fn bench(cli: &Cli) -> Result<()> {
         ),
     ];
 
+    if let Some(n) = cli.only.iter().find(|&&n| n == 0 || n > scenarios.len()) {
+        bail!(
+            "--only {n}: scenarios are numbered 1 to {}",
+            scenarios.len()
+        );
+    }
+    let selected = |number: usize| number == 1 || cli.only.is_empty() || cli.only.contains(&number);
     let mut rows = Vec::new();
     for (i, scenario) in scenarios.iter().enumerate() {
+        let number = i + 1;
+        if !selected(number) {
+            continue;
+        }
         progress(&format!(
-            "[{}/{}] {} ({} s + {WARMUP_SECS} s warm-up)",
-            i + 1,
+            "[{number}/{}] {} ({} s + {WARMUP_SECS} s warm-up)",
             scenarios.len(),
             scenario.name,
             secs
         ));
-        let row = run_scenario(&ctx, scenario, &unknown)
+        let row = run_scenario(&ctx, scenario, number, &unknown)
             .with_context(|| format!("scenario {:?}", scenario.name))?;
         progress(&format!(
             "      {:.0} requests/s, p99 {}",
@@ -473,6 +487,8 @@ impl Scenario {
 
 /// What one scenario measured.
 struct Row {
+    /// The scenario's number, which `--only` selects by.
+    number: usize,
     name: String,
     result: WrkResult,
     socket_errors_only: bool,
@@ -481,7 +497,7 @@ struct Row {
     flood: Option<WrkResult>,
 }
 
-fn run_scenario(ctx: &Ctx, scenario: &Scenario, unknown: &[String]) -> Result<Row> {
+fn run_scenario(ctx: &Ctx, scenario: &Scenario, number: usize, unknown: &[String]) -> Result<Row> {
     let db = match &scenario.db {
         Some(db) => {
             let copy = ctx.work.join("run.db");
@@ -501,7 +517,7 @@ fn run_scenario(ctx: &Ctx, scenario: &Scenario, unknown: &[String]) -> Result<Ro
     if let Some(db) = &db {
         remove_database(db);
     }
-    result
+    Ok(Row { number, ..result? })
 }
 
 fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]) -> Result<Row> {
@@ -578,6 +594,7 @@ fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]
 
     let cpu = CpuUse::between(&before, &after, measured.wrk_ticks, measured.wall);
     Ok(Row {
+        number: 0, // set by run_scenario
         name: scenario.name.clone(),
         result: measured.result,
         socket_errors_only: scenario.socket_errors_only,
@@ -1704,7 +1721,7 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
     ]
     .map(str::to_owned)
     .to_vec()];
-    for (i, row) in rows.iter().enumerate() {
+    for row in rows {
         let r = &row.result;
         let errors = if row.socket_errors_only {
             format!("{} *", thousands(r.socket_errors()))
@@ -1712,7 +1729,7 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
             thousands(r.socket_errors() + r.status)
         };
         table.push(vec![
-            format!("{}. {}", i + 1, row.name),
+            format!("{}. {}", row.number, row.name),
             thousands(r.rps()),
             latency(r.p50_us),
             latency(r.p99_us),
@@ -1746,11 +1763,11 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         }
         parts.join(", ")
     };
-    let quiet_verify = rows.get(1).map(|r| r.result.rps());
-    for (i, row) in rows.iter().enumerate() {
+    let quiet_verify = rows.iter().find(|r| r.number == 2).map(|r| r.result.rps());
+    for row in rows {
         let r = &row.result;
         if r.counted {
-            let mut line = format!("{}. statuses: {}", i + 1, status_line(r));
+            let mut line = format!("{}. statuses: {}", row.number, status_line(r));
             if row.socket_errors_only {
                 let _ = write!(
                     line,
@@ -1765,7 +1782,7 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
             let mut line = format!(
                 "{}. flood beside it ({FLOOD_CONNECTIONS} connections, wrong password): {} answers/s ({}), \
                  socket errors {}",
-                i + 1,
+                row.number,
                 thousands(flood.rps()),
                 status_line(flood),
                 thousands(flood.socket_errors()),
@@ -1803,9 +1820,9 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
     }];
     let mut client_bound = Vec::new();
     let mut disturbed = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
+    for row in rows {
         let c = &row.cpu;
-        let mut line = vec![format!("{}. {}", i + 1, row.name)];
+        let mut line = vec![format!("{}. {}", row.number, row.name)];
         if pinned {
             line.push(percent(c.server_core.unwrap_or(f64::NAN)));
             line.push(percent(c.load_core.unwrap_or(f64::NAN)));
@@ -1815,10 +1832,10 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         line.push(format!("{:.2}", c.other));
         table.push(line);
         if c.load_core.is_some_and(|busy| busy > 0.95) {
-            client_bound.push((i + 1).to_string());
+            client_bound.push((row.number).to_string());
         }
         if c.other > 0.2 {
-            disturbed.push((i + 1).to_string());
+            disturbed.push((row.number).to_string());
         }
     }
     print!("{}", format_table(&table));
