@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::store::{clients, sessions, users, Store, StoreError, TransactionBehavior};
+use crate::store::{self, clients, sessions, users, Store, StoreError, TransactionBehavior};
 use expiry::{Expiry, Lifetimes};
 use hasher::Hasher;
 use limiter::Limiter;
@@ -353,16 +353,19 @@ impl Auth {
         token: &str,
     ) -> Result<Introspection, AuthError> {
         let hash = TokenHash::of_token(token);
-        // The client check and the token lookup in one inline read.
+        // The client check and the token lookup in one inline read, in one
+        // snapshot.
         let (allowed, row) = self
             .read(move |conn| {
-                let allowed =
-                    !clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?;
-                let row = match (&hash, allowed) {
-                    (Some(hash), true) => sessions::find_by_token_hash(conn, &hash.0)?,
-                    _ => None,
-                };
-                Ok((allowed, row))
+                store::snapshot(conn, |conn| {
+                    let allowed =
+                        !clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?;
+                    let row = match (&hash, allowed) {
+                        (Some(hash), true) => sessions::find_by_token_hash(conn, &hash.0)?,
+                        _ => None,
+                    };
+                    Ok((allowed, row))
+                })
             })
             .await?;
         if !allowed {

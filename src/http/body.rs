@@ -1,13 +1,16 @@
 //! Request bodies: JSON or form fields, at most 64 KiB.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::future::poll_fn;
+use std::pin::Pin;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::web::{Bytes, Payload};
+use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::HttpRequest;
+use futures_core::Stream;
 
 use super::error::ApiError;
 
@@ -79,59 +82,83 @@ fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
 /// (A declared oversized length never gets here: [`reject_oversized`].)
-pub async fn read_body(payload: Payload) -> Result<Bytes, ApiError> {
-    match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::InvalidRequest(
-            "the request body could not be read".into(),
-        )),
-        Err(_) => Err(ApiError::PayloadTooLarge),
+///
+/// A small body usually arrives as one chunk, which is handed back as is:
+/// actix's own `to_bytes_limited` would copy it into a fresh 32 KiB buffer.
+pub async fn read_body(mut payload: Payload) -> Result<Bytes, ApiError> {
+    let Some(first) = next_chunk(&mut payload).await? else {
+        return Ok(Bytes::new());
+    };
+    let mut body = BytesMut::new();
+    let mut chunk = first;
+    loop {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        match next_chunk(&mut payload).await? {
+            None if body.is_empty() => return Ok(chunk),
+            None => {
+                body.extend_from_slice(&chunk);
+                return Ok(body.freeze());
+            }
+            Some(next) => {
+                body.extend_from_slice(&chunk);
+                chunk = next;
+            }
+        }
     }
+}
+
+async fn next_chunk(payload: &mut Payload) -> Result<Option<Bytes>, ApiError> {
+    poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx))
+        .await
+        .transpose()
+        .map_err(|_| ApiError::InvalidRequest("the request body could not be read".into()))
 }
 
 /// The top-level string fields of a JSON object or a form.
 #[derive(Debug, Default)]
-pub struct Fields {
-    /// `None` marks a JSON field that is present but not a string.
-    values: HashMap<String, Option<String>>,
+pub struct Fields<'a> {
+    /// In body order; `None` marks a JSON field that is present but not a
+    /// string. Form fields borrow from the body unless they are escaped.
+    values: Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>,
 }
 
-impl Fields {
+impl<'a> Fields<'a> {
     /// Parses `body` as `kind`; a JSON body must be an object.
-    pub fn parse(kind: BodyKind, body: &[u8]) -> Result<Fields, ApiError> {
-        let mut values = HashMap::new();
-        match kind {
+    pub fn parse(kind: BodyKind, body: &'a [u8]) -> Result<Fields<'a>, ApiError> {
+        let values = match kind {
             BodyKind::Json => {
                 let object: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_slice(body).map_err(|e| {
                         ApiError::InvalidRequest(format!("the body is not a JSON object: {e}"))
                     })?;
-                for (key, value) in object {
-                    let text = match value {
-                        serde_json::Value::String(s) => Some(s),
-                        _ => None,
-                    };
-                    values.insert(key, text);
-                }
+                object
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let text = match value {
+                            serde_json::Value::String(s) => Some(Cow::Owned(s)),
+                            _ => None,
+                        };
+                        (Cow::Owned(key), text)
+                    })
+                    .collect()
             }
-            BodyKind::Form => {
-                // First occurrence wins; form_urlencoded decodes invalid UTF-8 lossily.
-                for (key, value) in url::form_urlencoded::parse(body) {
-                    values
-                        .entry(key.into_owned())
-                        .or_insert_with(|| Some(value.into_owned()));
-                }
-            }
-        }
+            // form_urlencoded decodes invalid UTF-8 lossily.
+            BodyKind::Form => url::form_urlencoded::parse(body)
+                .map(|(key, value)| (key, Some(value)))
+                .collect(),
+        };
         Ok(Fields { values })
     }
 
     /// The field `name`, if present; 400 when it is present but not a string.
+    /// A form field given twice counts the first time.
     pub fn optional(&self, name: &str) -> Result<Option<&str>, ApiError> {
-        match self.values.get(name) {
+        match self.values.iter().find(|(key, _)| key == name) {
             None => Ok(None),
-            Some(Some(text)) => Ok(Some(text)),
-            Some(None) => Err(ApiError::InvalidRequest(format!(
+            Some((_, Some(text))) => Ok(Some(text)),
+            Some((_, None)) => Err(ApiError::InvalidRequest(format!(
                 "`{name}` must be a string"
             ))),
         }

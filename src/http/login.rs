@@ -81,7 +81,7 @@ async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpRes
 async fn attempt(
     req: &HttpRequest,
     state: &AppState,
-    fields: &Fields,
+    fields: &Fields<'_>,
 ) -> Result<NewSession, ApiError> {
     let username = fields.required("username")?;
     let password = fields.required("password")?;

@@ -170,10 +170,17 @@ impl Store {
                 let conn = open_reader(&self.reader.path).map_err(StoreError::from)?;
                 *reader = Some((self.reader.id, conn));
             }
-            match &*reader {
-                Some((_, conn)) => f(conn),
-                None => Err(StoreError::Task("no read connection".to_owned())),
+            let Some((_, conn)) = &*reader else {
+                return Err(StoreError::Task("no read connection".to_owned()));
+            };
+            let result = f(conn);
+            // A reader must never keep a transaction open between calls: it
+            // would go on reading an old snapshot (a revoked token would
+            // still pass). Should one have failed to end, drop the connection.
+            if !conn.is_autocommit() {
+                *reader = None;
             }
+            result
         })
     }
 
@@ -213,6 +220,32 @@ fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(16);
     Ok(conn)
+}
+
+/// Runs several reads in one read transaction: they see one snapshot, and the
+/// WAL read lock (two `fcntl` calls) is taken once instead of per statement.
+///
+/// The transaction always ends, also when `f` fails or panics (then it is
+/// rolled back); [`Store::read_now`] drops a connection left in one anyway.
+pub fn snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    /// Rolls back on the way out unless the transaction was committed.
+    struct Open<'c>(&'c Connection);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            if !self.0.is_autocommit() {
+                let _ = self.0.execute_batch("ROLLBACK");
+            }
+        }
+    }
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let open = Open(conn);
+    let value = f(conn)?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    drop(open);
+    Ok(value)
 }
 
 /// Runs a trivial query: succeeds when the database file answers.
@@ -293,5 +326,34 @@ mod tests {
         assert_eq!(busy_timeout_ms, 0);
         let write = store.read_now(|conn| Ok(conn.execute("DELETE FROM clients", [])?));
         assert!(write.is_err(), "the inline connection wrote");
+    }
+
+    #[test]
+    fn a_snapshot_always_ends_so_the_next_read_sees_new_commits() {
+        let (_dir, store) = test_store();
+        let writer = store.connection().unwrap();
+        let version = |conn: &Connection| -> Result<i64, StoreError> {
+            Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        };
+        // A snapshot that fails half-way is rolled back, not left open.
+        let failed = store.read_now(|conn| {
+            snapshot(conn, |conn| {
+                version(conn)?;
+                Err::<(), _>(StoreError::Task("fails inside".to_owned()))
+            })
+        });
+        assert!(failed.is_err());
+        assert!(store.read_now(|conn| Ok(conn.is_autocommit())).unwrap());
+        writer.execute("PRAGMA user_version = 7", []).unwrap();
+        let both = store
+            .read_now(|conn| snapshot(conn, |conn| Ok((version(conn)?, version(conn)?))))
+            .unwrap();
+        assert_eq!(both, (7, 7));
+        // A reader left inside a transaction is replaced, never reused.
+        store
+            .read_now(|conn| Ok(conn.execute_batch("BEGIN; SELECT count(*) FROM users;")?))
+            .unwrap();
+        writer.execute("PRAGMA user_version = 8", []).unwrap();
+        assert_eq!(store.read_now(version).unwrap(), 8);
     }
 }

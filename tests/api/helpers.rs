@@ -382,6 +382,12 @@ impl TestApp {
     /// answer until the server closes it (send `Connection: close`). For
     /// what reqwest will not send: chunked bodies, malformed headers.
     pub async fn raw(&self, request: Vec<u8>) -> RawResponse {
+        self.raw_in_parts(vec![request]).await
+    }
+
+    /// [`TestApp::raw`], with a 50 ms pause between the parts: the server
+    /// reads them in separate chunks.
+    pub async fn raw_in_parts(&self, parts: Vec<Vec<u8>>) -> RawResponse {
         let addr = self.host();
         tokio::task::spawn_blocking(move || {
             use std::io::{Read, Write};
@@ -389,8 +395,13 @@ impl TestApp {
             stream
                 .set_read_timeout(Some(std::time::Duration::from_secs(10)))
                 .unwrap();
-            // The server may answer (413) and close before reading it all.
-            let _ = stream.write_all(&request);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                // The server may answer (413) and close before reading it all.
+                let _ = stream.write_all(part);
+            }
             let mut bytes = Vec::new();
             let mut buf = [0u8; 8192];
             loop {

@@ -359,3 +359,30 @@ async fn introspection_with_the_cookie_alone_is_not_introspection() {
         .unwrap();
     inactive(response).await;
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_in_parts_is_read_whole() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    let padding = "x".repeat(60 * 1024);
+    for body in [
+        format!("padding={padding}&token={token}"),
+        format!("token={token}&padding={padding}"),
+    ] {
+        let head = format!(
+            "POST /introspect HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            app.host(),
+            body.len()
+        );
+        let (first, second) = body.as_bytes().split_at(body.len() / 2);
+        let mut first_part = head.into_bytes();
+        first_part.extend_from_slice(first);
+        let response = app.raw_in_parts(vec![first_part, second.to_vec()]).await;
+        assert_eq!(response.status, 200, "{}", response.head);
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["active"], true, "{body}");
+        assert_eq!(body["username"], "alice");
+    }
+}
