@@ -249,8 +249,11 @@ impl Auth {
         };
         inner.limiter.record_success(&folded);
 
-        let token = Token::generate()?;
-        let token_hash = token.hash();
+        // A session is stored under its hash's first 64 bits (schema.sql):
+        // should a new token share them with a stored one (odds 2^-64 per
+        // stored session), the second candidate is used.
+        let candidates = [Token::generate()?, Token::generate()?];
+        let hashes = candidates.each_ref().map(Token::hash);
         let lifetimes = inner.lifetimes;
         let user_agent: String = client
             .user_agent
@@ -258,7 +261,7 @@ impl Auth {
             .take(MAX_USER_AGENT_CHARS)
             .collect();
         let ip = client.ip.to_string();
-        let (session_id, created_at, expires_at, max_expires_at) = inner
+        let (chosen, session_id, created_at, expires_at, max_expires_at) = inner
             .store
             .run(move |conn| {
                 let now = unix_now();
@@ -267,22 +270,24 @@ impl Auth {
                 if let Some(hash) = &upgraded_hash {
                     users::set_password_hash(&tx, user.id, hash)?;
                 }
-                let id = sessions::insert(
-                    &tx,
-                    &sessions::NewSession {
-                        token_hash: &token_hash.0,
-                        user_id: user.id,
-                        created_at: now,
-                        expires_at,
-                        max_expires_at,
-                        ip: &ip,
-                        user_agent: &user_agent,
-                    },
-                )?;
+                let session = sessions::NewSession {
+                    token_hash: &hashes[0].0,
+                    user_id: user.id,
+                    created_at: now,
+                    expires_at,
+                    max_expires_at,
+                    ip: &ip,
+                    user_agent: &user_agent,
+                };
+                let (chosen, id) = insert_first_free(&tx, &hashes, session)?;
                 tx.commit()?;
-                Ok((id, now, expires_at, max_expires_at))
+                Ok((chosen, id, now, expires_at, max_expires_at))
             })
             .await?;
+        let token = candidates
+            .into_iter()
+            .nth(chosen)
+            .ok_or(AuthError::Store(StoreError::Conflict))?;
         Ok(NewSession {
             token,
             session_id,
@@ -510,6 +515,25 @@ fn client_is_known(
     })
 }
 
+/// Inserts `session` under the first of `hashes` whose lookup key is free;
+/// returns which one it was and the session id. Conflict when none is.
+fn insert_first_free(
+    conn: &rusqlite::Connection,
+    hashes: &[TokenHash],
+    session: sessions::NewSession<'_>,
+) -> Result<(usize, i64), StoreError> {
+    for (i, hash) in hashes.iter().enumerate() {
+        let candidate = sessions::NewSession {
+            token_hash: &hash.0,
+            ..session
+        };
+        if let Some(id) = sessions::insert(conn, &candidate)? {
+            return Ok((i, id));
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
 /// A freshly created introspection client: its id and the secret shown once.
 pub struct NewClient {
     pub id: String,
@@ -568,5 +592,48 @@ mod tests {
             assert!(check_username(bad).is_err(), "{bad:?}");
         }
         assert!(check_username(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_new_session_takes_the_next_candidate_when_its_lookup_key_is_taken() {
+        let (_dir, store) = crate::store::test_store();
+        let conn = store.connection().unwrap();
+        let user = users::insert(
+            &conn,
+            &users::NewUser {
+                username: "alice",
+                password_hash: "x",
+                email: None,
+                display_name: None,
+                created_at: 1,
+            },
+        )
+        .unwrap();
+        let taken = TokenHash([9; 32]);
+        let mut twin = [9; 32];
+        twin[31] = 0; // shares the first 64 bits with `taken`
+        let free = TokenHash([3; 32]);
+        let session = sessions::NewSession {
+            token_hash: &taken.0,
+            user_id: user,
+            created_at: 1,
+            expires_at: 10,
+            max_expires_at: 20,
+            ip: "127.0.0.1",
+            user_agent: "test",
+        };
+        assert_eq!(insert_first_free(&conn, &[taken], session).unwrap(), (0, 1));
+        let candidates = [TokenHash(twin), free];
+        assert_eq!(
+            insert_first_free(&conn, &candidates, session).unwrap(),
+            (1, 2)
+        );
+        assert!(sessions::find_by_token_hash(&conn, &free.0)
+            .unwrap()
+            .is_some());
+        assert!(matches!(
+            insert_first_free(&conn, &[TokenHash(twin)], session),
+            Err(StoreError::Conflict)
+        ));
     }
 }

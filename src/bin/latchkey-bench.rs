@@ -1195,7 +1195,7 @@ fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded> {
     for (i, user_id) in (0..total).zip(user_ids.iter().cycle()) {
         let token = Token::generate()?;
         let hash = token.hash();
-        sessions::insert(
+        let stored = sessions::insert(
             &tx,
             &sessions::NewSession {
                 token_hash: &hash.0,
@@ -1207,6 +1207,9 @@ fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded> {
                 user_agent: "latchkey-bench",
             },
         )?;
+        if stored.is_none() {
+            bail!("two seeded tokens share a lookup key (odds 2^-64 per pair); run again");
+        }
         if i >= spec.valid {
             seeded.throwaway.push(token.expose().to_owned());
         } else if i % stride == 0 && seeded.sample.len() < spec.sample {
@@ -1837,8 +1840,8 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
             "other",
             "server CPU per request",
         ]
-            .map(str::to_owned)
-            .to_vec()
+        .map(str::to_owned)
+        .to_vec()
     }];
     let mut client_bound = Vec::new();
     let mut disturbed = Vec::new();

@@ -1,4 +1,5 @@
-//! The `sessions` table: rows keyed by the SHA-256 of their token.
+//! The `sessions` table: rows found by the SHA-256 of their token, stored
+//! under its first 64 bits ([`lookup_key`]).
 //!
 //! Whether a row is still valid is decided in `auth`; these functions only
 //! read and write rows.
@@ -47,30 +48,43 @@ pub struct SessionRow {
     pub user_agent: String,
 }
 
-/// Inserts a session and returns its public id.
-pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<i64, StoreError> {
+/// The rowid a token hash is stored under: its first 8 bytes, big-endian.
+pub fn lookup_key(token_hash: &[u8; 32]) -> i64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&token_hash[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Inserts a session and returns its public id; `None`, inserting nothing,
+/// when a stored session already has this hash's [`lookup_key`] (odds of
+/// 2^-64 per stored session: the caller draws another token).
+pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<Option<i64>, StoreError> {
     // The id is the next integer: max(id) is one step down the UNIQUE index,
     // and the single statement holds the write lock, so two inserts cannot
     // pick the same id.
     let id = conn
         .prepare_cached(
             "INSERT INTO sessions
-               (token_hash, id, user_id, created_at, expires_at, max_expires_at, ip, user_agent)
-             VALUES (?1, (SELECT ifnull(max(id), 0) + 1 FROM sessions), ?2, ?3, ?4, ?5, ?6, ?7)
+               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+                ip, user_agent)
+             VALUES (?1, ?2, (SELECT ifnull(max(id), 0) + 1 FROM sessions), ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (lookup_key) DO NOTHING
              RETURNING id",
         )?
         .query_row(
             params![
+                lookup_key(session.token_hash),
                 &session.token_hash[..],
                 session.user_id,
                 session.created_at,
                 session.expires_at,
                 session.max_expires_at,
                 session.ip,
-                session.user_agent
+                session.user_agent,
             ],
             |r| r.get(0),
-        )?;
+        )
+        .optional()?;
     Ok(id)
 }
 
@@ -84,9 +98,9 @@ pub fn find_by_token_hash(
             "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
                     u.id, u.username, u.email, u.display_name, u.disabled, u.created_at
              FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-             WHERE s.token_hash = ?1",
+             WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
         )?
-        .query_row([&token_hash[..]], |r| {
+        .query_row(params![lookup_key(token_hash), &token_hash[..]], |r| {
             Ok(TokenRow {
                 session_id: r.get(0)?,
                 created_at: r.get(1)?,
@@ -106,17 +120,18 @@ pub fn find_by_token_hash(
 /// Moves a session's idle expiry forward; never moves it back.
 pub fn extend(conn: &Connection, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "UPDATE sessions SET expires_at = ?2 WHERE token_hash = ?1 AND expires_at < ?2",
+        "UPDATE sessions SET expires_at = ?3
+         WHERE lookup_key = ?1 AND token_hash = ?2 AND expires_at < ?3",
     )?
-    .execute(params![&token_hash[..], expires_at])?;
+    .execute(params![lookup_key(token_hash), &token_hash[..], expires_at])?;
     Ok(())
 }
 
 /// Deletes the session with this token hash; false when there was none.
 pub fn delete_by_token_hash(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
     let changed = conn
-        .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
-        .execute([&token_hash[..]])?;
+        .prepare_cached("DELETE FROM sessions WHERE lookup_key = ?1 AND token_hash = ?2")?
+        .execute(params![lookup_key(token_hash), &token_hash[..]])?;
     Ok(changed == 1)
 }
 
@@ -212,8 +227,14 @@ mod tests {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
         let user = setup(&conn);
-        assert_eq!(insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap(), 1);
-        assert_eq!(insert(&conn, &session(&[2; 32], user, 20, 50)).unwrap(), 2);
+        assert_eq!(
+            insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            insert(&conn, &session(&[2; 32], user, 20, 50)).unwrap(),
+            Some(2)
+        );
         let row = find_by_token_hash(&conn, &[2; 32]).unwrap().unwrap();
         assert_eq!((row.session_id, row.username.as_str()), (2, "alice"));
         assert!(find_by_token_hash(&conn, &[3; 32]).unwrap().is_none());
@@ -266,9 +287,33 @@ mod tests {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
         let user = setup(&conn);
-        let id = insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
+        let id = insert(&conn, &session(&[1; 32], user, 10, 50))
+            .unwrap()
+            .unwrap();
         assert!(!delete_by_id(&conn, user + 1, id).unwrap());
         assert!(delete_by_id(&conn, user, id).unwrap());
         assert!(!delete_by_token_hash(&conn, &[1; 32]).unwrap());
+    }
+
+    #[test]
+    fn a_hash_sharing_the_lookup_key_is_neither_stored_nor_matched() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        let stored = [5; 32];
+        let mut twin = [5; 32];
+        twin[31] = 6; // same first 8 bytes, another hash
+        assert_eq!(lookup_key(&stored), lookup_key(&twin));
+        assert_eq!(
+            insert(&conn, &session(&stored, user, 10, 50)).unwrap(),
+            Some(1)
+        );
+        assert_eq!(insert(&conn, &session(&twin, user, 10, 50)).unwrap(), None);
+        // The twin finds nothing and cannot extend or delete the stored row.
+        assert!(find_by_token_hash(&conn, &twin).unwrap().is_none());
+        extend(&conn, &twin, 90).unwrap();
+        assert!(!delete_by_token_hash(&conn, &twin).unwrap());
+        let row = find_by_token_hash(&conn, &stored).unwrap().unwrap();
+        assert_eq!((row.session_id, row.expires_at), (1, 50));
     }
 }

@@ -1326,7 +1326,7 @@ fn every_command_creates_and_migrates_the_database() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 1, "{args:?}");
+        assert_eq!(version, 2, "{args:?}");
         let tables: Vec<String> = {
             let mut stmt = conn
                 .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")

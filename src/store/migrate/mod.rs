@@ -1,0 +1,259 @@
+//! Schema creation and migration, tracked by `PRAGMA user_version`.
+//!
+//! A new file gets `schema.sql` whole and is stamped with [`SCHEMA_VERSION`].
+//! A later schema change appends a step to [`MIGRATIONS`] and updates
+//! `schema.sql` to the result, so both paths end at the same schema (a test
+//! checks that they do).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::sessions::lookup_key;
+use super::StoreError;
+
+/// The complete current schema, applied to a new database file.
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
+
+/// One step, from version `i + 1` to `i + 2` for `MIGRATIONS[i]`.
+type Migration = fn(&Transaction<'_>) -> Result<(), StoreError>;
+
+/// Every step since version 1, in order.
+const MIGRATIONS: &[Migration] = &[sessions_keyed_by_integer];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+/// Version 2: `sessions` becomes a rowid table keyed by the first 64 bits of
+/// the token hash (see schema.sql for why). Every session is kept.
+fn sessions_keyed_by_integer(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE sessions_v2 (
+            lookup_key      INTEGER PRIMARY KEY,
+            token_hash      BLOB    NOT NULL CHECK (length(token_hash) = 32),
+            id              INTEGER NOT NULL UNIQUE,
+            user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            created_at      INTEGER NOT NULL,
+            expires_at      INTEGER NOT NULL,
+            max_expires_at  INTEGER NOT NULL,
+            ip              TEXT    NOT NULL,
+            user_agent      TEXT    NOT NULL
+        );",
+    )?;
+    {
+        let mut read = tx.prepare(
+            "SELECT token_hash, id, user_id, created_at, expires_at, max_expires_at, ip, user_agent
+             FROM sessions",
+        )?;
+        // A version-1 hash that shares its first 64 bits with another (odds
+        // ~n^2 / 2^65) fails the step, and the whole migration rolls back.
+        let mut write = tx.prepare(
+            "INSERT INTO sessions_v2
+               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+                ip, user_agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let hash: [u8; 32] = row.get(0)?;
+            write.execute(params![
+                lookup_key(&hash),
+                &hash[..],
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+            ])?;
+        }
+    }
+    tx.execute_batch(
+        "DROP TABLE sessions;
+         ALTER TABLE sessions_v2 RENAME TO sessions;
+         CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
+         CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
+    )?;
+    Ok(())
+}
+
+/// Brings the database up to [`SCHEMA_VERSION`] in one immediate transaction.
+pub fn run(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        // Version 0 is either a new file or someone else's database: never
+        // write our tables into the latter.
+        let tables: i64 = tx.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 {
+            return Err(StoreError::ForeignDatabase {
+                path: path.to_owned(),
+            });
+        }
+        tx.execute_batch(SCHEMA)?;
+    } else {
+        for step in &MIGRATIONS[(found - 1) as usize..] {
+            step(&tx)?;
+        }
+    }
+    if found != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_gets_the_schema_and_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut conn = Connection::open(&path).unwrap();
+        run(&mut conn, &path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Running again on a current file changes nothing.
+        run(&mut conn, &path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = run(&mut conn, &path).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn another_programs_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT)")
+            .unwrap();
+        assert!(matches!(
+            run(&mut conn, &path),
+            Err(StoreError::ForeignDatabase { .. })
+        ));
+    }
+
+    /// Tables, columns, indexes and their columns, as SQLite reports them
+    /// (the stored CREATE text differs after a rename, the structure must not).
+    fn structure(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut objects = conn
+            .prepare("SELECT type, name, tbl_name FROM sqlite_schema ORDER BY name")
+            .unwrap();
+        let objects: Vec<(String, String, String)> = objects
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (kind, name, table) in objects {
+            out.push(format!("{kind} {name} on {table}"));
+            let pragma = if kind == "table" {
+                format!("SELECT cid, name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('{name}')")
+            } else {
+                format!("SELECT seqno, cid, name, 0, 0, 0 FROM pragma_index_info('{name}')")
+            };
+            let mut stmt = conn.prepare(&pragma).unwrap();
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(format!(
+                        "  {:?} {:?} {:?} {:?} {:?} {:?}",
+                        r.get_ref(0)?,
+                        r.get_ref(1)?,
+                        r.get_ref(2)?,
+                        r.get_ref(3)?,
+                        r.get_ref(4)?,
+                        r.get_ref(5)?
+                    ))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        let foreign_keys: Vec<String> = conn
+            .prepare("SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list('sessions')")
+            .unwrap()
+            .query_map([], |r| Ok(format!("fk {:?} {:?} {:?} {:?}", r.get_ref(0)?, r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        out.extend(foreign_keys);
+        out
+    }
+
+    #[test]
+    fn a_version_1_file_migrates_to_the_schema_of_a_new_file_keeping_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("v1.db");
+        let mut old = Connection::open(&old_path).unwrap();
+        old.execute_batch(include_str!("schema_v1.sql")).unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        old.execute_batch(
+            "INSERT INTO users (id, username, username_folded, password_hash, created_at)
+               VALUES (1, 'alice', 'alice', 'x', 1), (2, 'bob', 'bob', 'x', 1);
+             INSERT INTO sessions VALUES
+               (x'0000000000000000000000000000000000000000000000000000000000000001', 7, 1, 10, 100, 200, '127.0.0.1', 'a'),
+               (x'ff00000000000000000000000000000000000000000000000000000000000000', 9, 2, 20, 300, 400, '::1', 'b');",
+        )
+        .unwrap();
+        run(&mut old, &old_path).unwrap();
+
+        let new_path = dir.path().join("new.db");
+        let mut new = Connection::open(&new_path).unwrap();
+        run(&mut new, &new_path).unwrap();
+        assert_eq!(structure(&old), structure(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        let mut first = [0; 32];
+        first[31] = 1;
+        let mut second = [0; 32];
+        second[0] = 0xff;
+        let row = super::super::sessions::find_by_token_hash(&old, &first)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.session_id, row.username.as_str(), row.expires_at),
+            (7, "alice", 100)
+        );
+        let row = super::super::sessions::find_by_token_hash(&old, &second)
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.session_id, row.max_expires_at), (9, 400));
+        // Ids go on from the highest kept one, and the cascade still works.
+        old.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM users WHERE id = 2")
+            .unwrap();
+        let left: i64 = old
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
+    }
+}
