@@ -1,7 +1,7 @@
 //! `latchkey-bench`: what latchkey's endpoints cost, next to a bare actix-web route.
 //!
 //! ```text
-//! cargo run --release --bin latchkey-bench [-- --duration 10 --quick]
+//! cargo run --release --bin latchkey-bench [-- --quick | --rounds N --duration S --only N,...]
 //! ```
 //!
 //! It builds nothing else. To run a server it re-executes itself in a hidden
@@ -36,7 +36,7 @@ use actix_web::{web, HttpResponse};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use latchkey::auth::password::PasswordHashing;
-use latchkey::auth::token::Token;
+use latchkey::auth::token::{Token, TokenHash};
 use latchkey::auth::unix_now;
 use latchkey::store::{sessions, users, Store, TransactionBehavior};
 use latchkey::Config;
@@ -95,10 +95,10 @@ const LISTENING_PREFIX: &str = "LISTENING ";
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Seconds each scenario is measured [default: 10, or 3 with --quick]
+    /// Seconds each scenario is measured per round [default: 5, or 3 with --quick]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration: Option<u64>,
-    /// Shorter runs: 3 s per scenario unless --duration is given
+    /// A first look: one round of 3 s per scenario, unless given otherwise
     #[arg(long)]
     quick: bool,
     /// Sessions stored for the large-table scenario (seeded once, cached under target/bench-cache/)
@@ -109,6 +109,11 @@ struct Cli {
     /// route (1) always runs, since every ratio is taken against it
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     only: Vec<usize>,
+    /// Runs the scenarios this many times, interleaved, and reports for each
+    /// the round with the median ratio to that round's bare route [default: 3,
+    /// or 1 with --quick]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: Option<u64>,
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -207,7 +212,8 @@ struct Ctx {
 
 fn bench(cli: &Cli) -> Result<()> {
     let started = Instant::now();
-    let secs = cli.duration.unwrap_or(if cli.quick { 3 } else { 10 });
+    let secs = cli.duration.unwrap_or(if cli.quick { 3 } else { 5 });
+    let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 });
     let large = usize::try_from(cli.large_sessions).context("--large-sessions is too large")?;
     let wrk = ensure_wrk()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -343,7 +349,7 @@ fn bench(cli: &Cli) -> Result<()> {
         Scenario::new(
             &format!("verify, bearer ({} sessions)", count_label(large)),
             Some(DbRef {
-                pristine: large_db,
+                pristine: large_db.clone(),
                 valid: first(&large_sample)?,
             }),
             Load::dynamic("bearer", &large_tokens),
@@ -390,28 +396,53 @@ fn bench(cli: &Cli) -> Result<()> {
         );
     }
     let selected = |number: usize| number == 1 || cli.only.is_empty() || cli.only.contains(&number);
+    // Rounds run every scenario in turn, so a slow spell of the machine
+    // (other guests on the host) lands on all of them, not on one.
     let mut rows = Vec::new();
-    for (i, scenario) in scenarios.iter().enumerate() {
-        let number = i + 1;
-        if !selected(number) {
-            continue;
+    for round in 1..=rounds {
+        for (i, scenario) in scenarios.iter().enumerate() {
+            let number = i + 1;
+            if !selected(number) {
+                continue;
+            }
+            progress(&format!(
+                "[{number}/{}{}] {} ({} s + {WARMUP_SECS} s warm-up)",
+                scenarios.len(),
+                if rounds > 1 {
+                    format!(", round {round}/{rounds}")
+                } else {
+                    String::new()
+                },
+                scenario.name,
+                secs
+            ));
+            let row = run_scenario(&ctx, scenario, number, &unknown)
+                .with_context(|| format!("scenario {:?}", scenario.name))?;
+            progress(&format!(
+                "      {:.0} requests/s, p99 {}",
+                row.result.rps(),
+                latency(row.result.p99_us)
+            ));
+            rows.push(Row { round, ..row });
         }
-        progress(&format!(
-            "[{number}/{}] {} ({} s + {WARMUP_SECS} s warm-up)",
-            scenarios.len(),
-            scenario.name,
-            secs
-        ));
-        let row = run_scenario(&ctx, scenario, number, &unknown)
-            .with_context(|| format!("scenario {:?}", scenario.name))?;
-        progress(&format!(
-            "      {:.0} requests/s, p99 {}",
-            row.result.rps(),
-            latency(row.result.p99_us)
-        ));
-        rows.push(row);
     }
-    print_report(&rows, ceiling, pinned, started.elapsed());
+    progress("token lookups in-process, 1k and large database");
+    let costs = lookup_costs(
+        &ctx,
+        &[(&small_db, &small.sample), (&large_db, &large_sample)],
+    )?;
+    let lookups: Vec<(String, f64)> = [count_label(SMALL_SESSIONS), count_label(large)]
+        .into_iter()
+        .zip(costs)
+        .collect();
+    print_report(
+        &median_rows(rows),
+        rounds,
+        &lookups,
+        ceiling,
+        pinned,
+        started.elapsed(),
+    );
     drop(work);
     Ok(())
 }
@@ -489,6 +520,15 @@ impl Scenario {
 struct Row {
     /// The scenario's number, which `--only` selects by.
     number: usize,
+    /// Which of the `--rounds` this run belongs to (from 1).
+    round: u64,
+    /// requests/s over the bare route's of the same round, and the lowest
+    /// and highest of that ratio over all rounds.
+    ratio: f64,
+    ratio_range: (f64, f64),
+    /// For the flood row: requests/s over the quiet `/verify` row of the
+    /// same round (median over rounds).
+    vs_quiet_verify: f64,
     name: String,
     result: WrkResult,
     socket_errors_only: bool,
@@ -601,6 +641,10 @@ fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]
     let cpu = CpuUse::between(&before, &after, measured.wrk_ticks, measured.wall);
     Ok(Row {
         number: 0, // set by run_scenario
+        round: 0,  // set by the caller
+        ratio: f64::NAN,
+        ratio_range: (f64::NAN, f64::NAN),
+        vs_quiet_verify: f64::NAN,
         name: scenario.name.clone(),
         result: measured.result,
         socket_errors_only: scenario.socket_errors_only,
@@ -1722,9 +1766,165 @@ fn percent(x: f64) -> String {
     }
 }
 
-fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
-    let baseline = rows.first().map_or(f64::NAN, |r| r.result.rps());
-    let mut table = vec![[
+/// One row per scenario: of its rounds, the one with the median ratio to the
+/// bare route of the same round (the bare route: its median requests/s).
+fn median_rows(rows: Vec<Row>) -> Vec<Row> {
+    let rps_of = |rows: &[Row], number: usize, round: u64| {
+        rows.iter()
+            .find(|r| r.number == number && r.round == round)
+            .map_or(f64::NAN, |r| r.result.rps())
+    };
+    let mut numbers: Vec<usize> = rows.iter().map(|r| r.number).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut ratios: Vec<(usize, u64, f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let ratio = r.result.rps() / rps_of(&rows, 1, r.round);
+            let vs_quiet = r.result.rps() / rps_of(&rows, 2, r.round);
+            (r.number, r.round, ratio, vs_quiet)
+        })
+        .collect();
+    ratios.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let median = |values: &mut Vec<f64>| -> f64 {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let mut chosen = Vec::new();
+    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+    for number in numbers {
+        let of_scenario: Vec<&(usize, u64, f64, f64)> =
+            ratios.iter().filter(|r| r.0 == number).collect();
+        let (low, high) = (
+            of_scenario.first().map_or(f64::NAN, |r| r.2),
+            of_scenario.last().map_or(f64::NAN, |r| r.2),
+        );
+        let round = if number == 1 {
+            // Every ratio of the bare route is 1: take its median rate.
+            let mut by_rate: Vec<(f64, u64)> = rows
+                .iter()
+                .flatten()
+                .filter(|r| r.number == 1)
+                .map(|r| (r.result.rps(), r.round))
+                .collect();
+            by_rate.sort_by(|a, b| a.0.total_cmp(&b.0));
+            by_rate.get(by_rate.len() / 2).map(|r| r.1)
+        } else {
+            of_scenario.get(of_scenario.len() / 2).map(|r| r.1)
+        };
+        let mut vs_quiet: Vec<f64> = of_scenario.iter().map(|r| r.3).collect();
+        let vs_quiet = median(&mut vs_quiet);
+        if let Some(row) = rows
+            .iter_mut()
+            .find(|r| {
+                r.as_ref()
+                    .is_some_and(|r| r.number == number && Some(r.round) == round)
+            })
+            .and_then(Option::take)
+        {
+            let ratio = of_scenario
+                .iter()
+                .find(|r| r.1 == row.round)
+                .map_or(f64::NAN, |r| r.2);
+            chosen.push(Row {
+                ratio,
+                ratio_range: (low, high),
+                vs_quiet_verify: vs_quiet,
+                ..row
+            });
+        }
+    }
+    chosen
+}
+
+/// Microseconds per token lookup through the server's own inline read path
+/// (`Store::read_now` + `sessions::find_by_token_hash`), in this process,
+/// for each (database, sampled tokens): the SQLite cost of a token check
+/// without HTTP. Each database gets its own thread, so each keeps its read
+/// connection as a server worker does; rounds alternate between them and
+/// the median of five is kept, so drift of the machine's speed hits all alike.
+fn lookup_costs(ctx: &Ctx, databases: &[(&Path, &Vec<String>)]) -> Result<Vec<f64>> {
+    const LOOKUPS: usize = 100_000;
+    const ROUNDS: usize = 5;
+    let mut copies = Vec::new();
+    let mut workers = Vec::new();
+    for (i, (db, tokens)) in databases.iter().enumerate() {
+        let copy = ctx.work.join(format!("lookups-{i}.db"));
+        remove_database(&copy);
+        fs::copy(db, &copy).with_context(|| format!("cannot copy {}", db.display()))?;
+        let store = Store::open(&copy, 1)?;
+        copies.push(copy);
+        let hashes: Vec<TokenHash> = tokens
+            .iter()
+            .filter_map(|t| TokenHash::of_token(t))
+            .collect();
+        if hashes.is_empty() {
+            bail!("no sampled token for {}", db.display());
+        }
+        let (start, rounds) = mpsc::channel::<()>();
+        let (report, timings) = mpsc::channel::<Result<f64>>();
+        std::thread::spawn(move || {
+            let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+            for () in rounds {
+                let started = Instant::now();
+                let mut result = Ok(());
+                for _ in 0..LOOKUPS {
+                    // xorshift: a uniform pick among the sampled tokens.
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let hash = &hashes[(state % hashes.len() as u64) as usize];
+                    match store.read_now(|conn| sessions::find_by_token_hash(conn, &hash.0)) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => result = Err(anyhow!("a sampled token was not found")),
+                        Err(e) => result = Err(e.into()),
+                    }
+                }
+                let micros = started.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64;
+                if report.send(result.map(|()| micros)).is_err() {
+                    return;
+                }
+            }
+        });
+        workers.push((start, timings));
+    }
+    let mut timings = vec![Vec::new(); workers.len()];
+    // Round 0 warms the caches and the mapping up.
+    for round in 0..=ROUNDS {
+        for (i, (start, report)) in workers.iter().enumerate() {
+            start
+                .send(())
+                .map_err(|_| anyhow!("a lookup thread stopped"))?;
+            let micros = report
+                .recv()
+                .map_err(|_| anyhow!("a lookup thread stopped"))??;
+            if round > 0 {
+                timings[i].push(micros);
+            }
+        }
+    }
+    drop(workers);
+    for copy in &copies {
+        remove_database(copy);
+    }
+    Ok(timings
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t.get(t.len() / 2).copied().unwrap_or(f64::NAN)
+        })
+        .collect())
+}
+
+fn print_report(
+    rows: &[Row],
+    rounds: u64,
+    lookups: &[(String, f64)],
+    ceiling: f64,
+    pinned: bool,
+    elapsed: Duration,
+) {
+    let mut header = vec![
         "scenario",
         "requests/s",
         "p50",
@@ -1733,9 +1933,11 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         "errors",
         "peak RSS (MiB)",
         "vs bare route",
-    ]
-    .map(str::to_owned)
-    .to_vec()];
+    ];
+    if rounds > 1 {
+        header.push("over the rounds");
+    }
+    let mut table = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     for row in rows {
         let r = &row.result;
         let errors = if row.socket_errors_only {
@@ -1743,7 +1945,7 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         } else {
             thousands(r.socket_errors() + r.status)
         };
-        table.push(vec![
+        let mut line = vec![
             format!("{}. {}", row.number, row.name),
             thousands(r.rps()),
             latency(r.p50_us),
@@ -1751,8 +1953,19 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
             latency(r.p999_us),
             errors,
             format!("{:.1}", row.rss_mib),
-            format!("{:.1}%", r.rps() / baseline * 100.0),
-        ]);
+            format!("{:.1}%", row.ratio * 100.0),
+        ];
+        if rounds > 1 {
+            let (low, high) = row.ratio_range;
+            line.push(format!("{:.1}–{:.1}%", low * 100.0, high * 100.0));
+        }
+        table.push(line);
+    }
+    if rounds > 1 {
+        println!(
+            "Each row is the median of {rounds} interleaved rounds: the round whose ratio to its own \
+             bare route was the median; \"over the rounds\" gives the lowest and highest ratio."
+        );
     }
     print!("{}", format_table(&table));
     println!();
@@ -1778,7 +1991,7 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         }
         parts.join(", ")
     };
-    let quiet_verify = rows.iter().find(|r| r.number == 2).map(|r| r.result.rps());
+    let quiet_verify = rows.iter().find(|r| r.number == 2);
     for row in rows {
         let r = &row.result;
         if r.counted {
@@ -1802,11 +2015,11 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
                 status_line(flood),
                 thousands(flood.socket_errors()),
             );
-            if let Some(quiet) = quiet_verify {
+            if quiet_verify.is_some() {
                 let _ = write!(
                     line,
-                    "; verify ran at {:.1}% of its quiet rate (row 2)",
-                    r.rps() / quiet * 100.0
+                    "; verify ran at {:.1}% of its quiet rate (row 2 of the same round)",
+                    row.vs_quiet_verify * 100.0
                 );
             }
             println!("{line}");
@@ -1876,6 +2089,16 @@ fn print_report(rows: &[Row], ceiling: f64, pinned: bool, elapsed: Duration) {
         println!(
             "row(s) {}: other processes used over 0.2 cores during the run; treat those numbers with care.",
             disturbed.join(", ")
+        );
+    }
+    if let [(small_label, small), (large_label, large)] = lookups {
+        println!();
+        println!(
+            "Token lookups in-process (Store::read_now + sessions::find_by_token_hash, the server's \
+             own read path, random picks among the sampled tokens, median of 5 rounds): \
+             {small_label} sessions {small:.2} µs, {large_label} sessions {large:.2} µs per lookup \
+             ({:+.2} µs).",
+            large - small
         );
     }
     println!();
