@@ -517,6 +517,7 @@ impl Scenario {
 }
 
 /// What one scenario measured.
+#[derive(Clone)]
 struct Row {
     /// The scenario's number, which `--only` selects by.
     number: usize,
@@ -1768,73 +1769,46 @@ fn percent(x: f64) -> String {
 
 /// One row per scenario: of its rounds, the one with the median ratio to the
 /// bare route of the same round (the bare route: its median requests/s).
-fn median_rows(rows: Vec<Row>) -> Vec<Row> {
-    let rps_of = |rows: &[Row], number: usize, round: u64| {
+fn median_rows(mut rows: Vec<Row>) -> Vec<Row> {
+    let rate = |rows: &[Row], number: usize, round: u64| {
         rows.iter()
             .find(|r| r.number == number && r.round == round)
             .map_or(f64::NAN, |r| r.result.rps())
     };
-    let mut numbers: Vec<usize> = rows.iter().map(|r| r.number).collect();
-    numbers.sort_unstable();
-    numbers.dedup();
-    let mut ratios: Vec<(usize, u64, f64, f64)> = rows
+    let per_round: Vec<(f64, f64)> = rows
         .iter()
         .map(|r| {
-            let ratio = r.result.rps() / rps_of(&rows, 1, r.round);
-            let vs_quiet = r.result.rps() / rps_of(&rows, 2, r.round);
-            (r.number, r.round, ratio, vs_quiet)
+            let rps = r.result.rps();
+            (rps / rate(&rows, 1, r.round), rps / rate(&rows, 2, r.round))
         })
         .collect();
-    ratios.sort_by(|a, b| a.2.total_cmp(&b.2));
-    let median = |values: &mut Vec<f64>| -> f64 {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let mut chosen = Vec::new();
-    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-    for number in numbers {
-        let of_scenario: Vec<&(usize, u64, f64, f64)> =
-            ratios.iter().filter(|r| r.0 == number).collect();
-        let (low, high) = (
-            of_scenario.first().map_or(f64::NAN, |r| r.2),
-            of_scenario.last().map_or(f64::NAN, |r| r.2),
-        );
-        let round = if number == 1 {
-            // Every ratio of the bare route is 1: take its median rate.
-            let mut by_rate: Vec<(f64, u64)> = rows
-                .iter()
-                .flatten()
-                .filter(|r| r.number == 1)
-                .map(|r| (r.result.rps(), r.round))
-                .collect();
-            by_rate.sort_by(|a, b| a.0.total_cmp(&b.0));
-            by_rate.get(by_rate.len() / 2).map(|r| r.1)
-        } else {
-            of_scenario.get(of_scenario.len() / 2).map(|r| r.1)
-        };
-        let mut vs_quiet: Vec<f64> = of_scenario.iter().map(|r| r.3).collect();
-        let vs_quiet = median(&mut vs_quiet);
-        if let Some(row) = rows
-            .iter_mut()
-            .find(|r| {
-                r.as_ref()
-                    .is_some_and(|r| r.number == number && Some(r.round) == round)
-            })
-            .and_then(Option::take)
-        {
-            let ratio = of_scenario
-                .iter()
-                .find(|r| r.1 == row.round)
-                .map_or(f64::NAN, |r| r.2);
-            chosen.push(Row {
-                ratio,
-                ratio_range: (low, high),
-                vs_quiet_verify: vs_quiet,
-                ..row
-            });
-        }
+    for (row, (ratio, vs_quiet)) in rows.iter_mut().zip(per_round) {
+        row.ratio = ratio;
+        row.vs_quiet_verify = vs_quiet;
     }
-    chosen
+    // Rounds in order of ratio; the bare route's ratios are all 1, so its
+    // rounds go in order of rate.
+    rows.sort_by(|a, b| {
+        a.number.cmp(&b.number).then_with(|| {
+            if a.number == 1 {
+                a.result.rps().total_cmp(&b.result.rps())
+            } else {
+                a.ratio.total_cmp(&b.ratio)
+            }
+        })
+    });
+    rows.chunk_by(|a, b| a.number == b.number)
+        .filter_map(|rounds| {
+            let mut vs_quiet: Vec<f64> = rounds.iter().map(|r| r.vs_quiet_verify).collect();
+            vs_quiet.sort_by(f64::total_cmp);
+            let median = rounds.get(rounds.len() / 2)?;
+            Some(Row {
+                ratio_range: (rounds.first()?.ratio, rounds.last()?.ratio),
+                vs_quiet_verify: vs_quiet.get(vs_quiet.len() / 2).copied()?,
+                ..median.clone()
+            })
+        })
+        .collect()
 }
 
 /// Microseconds per token lookup through the server's own inline read path
