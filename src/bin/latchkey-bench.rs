@@ -2006,30 +2006,17 @@ fn print_report(
          ran another guest; \"other\" is every other process. Server CPU per request is the server \
          process's CPU time over the requests answered: unlike requests/s, steal does not move it."
     );
-    let mut table = vec![if pinned {
-        [
-            "scenario",
-            "server core busy",
-            "of it steal",
-            "wrk core busy",
-            "server process",
-            "wrk process",
-            "other",
-            "server CPU per request",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    } else {
-        [
-            "scenario",
-            "server process",
-            "wrk process",
-            "other",
-            "server CPU per request",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }];
+    let mut header = vec!["scenario"];
+    if pinned {
+        header.extend(["server core busy", "of it steal", "wrk core busy"]);
+    }
+    header.extend([
+        "server process",
+        "wrk process",
+        "other",
+        "server CPU per request",
+    ]);
+    let mut table = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     let mut client_bound = Vec::new();
     let mut disturbed = Vec::new();
     for row in rows {
