@@ -21,24 +21,30 @@ pub enum TokenSource {
 }
 
 /// The token of a request: `Authorization: Bearer` first, else the session cookie.
-pub fn request_token(req: &HttpRequest, cookie_name: &str) -> Option<(String, TokenSource)> {
+///
+/// Borrowed from the request's headers: the token check runs on every
+/// proxied request, and the token is only hashed.
+pub fn request_token<'r>(
+    req: &'r HttpRequest,
+    cookie_name: &str,
+) -> Option<(&'r str, TokenSource)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         if let Some(token) = value.to_str().ok().and_then(|v| strip_scheme(v, "Bearer")) {
-            return Some((token.to_owned(), TokenSource::Bearer));
+            return Some((token, TokenSource::Bearer));
         }
     }
     cookie_value(req, cookie_name).map(|token| (token, TokenSource::Cookie))
 }
 
 /// The value of cookie `name` from the `Cookie` header(s), if present.
-pub fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
+pub fn cookie_value<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
 /// HTTP Basic credentials (RFC 7617), as an introspection client sends them.
@@ -256,14 +262,14 @@ mod tests {
             .to_http_request();
         assert_eq!(
             request_token(&req, "sid"),
-            Some(("abc".into(), TokenSource::Bearer))
+            Some(("abc", TokenSource::Bearer))
         );
         let req = TestRequest::default()
             .insert_header(("Cookie", "other=1; sid=xyz"))
             .to_http_request();
         assert_eq!(
             request_token(&req, "sid"),
-            Some(("xyz".into(), TokenSource::Cookie))
+            Some(("xyz", TokenSource::Cookie))
         );
         assert_eq!(request_token(&req, "missing"), None);
     }

@@ -52,7 +52,7 @@ impl AppState {
     }
 
     /// The request's token and where it came from.
-    fn token(&self, req: &HttpRequest) -> Option<(String, TokenSource)> {
+    fn token<'r>(&self, req: &'r HttpRequest) -> Option<(&'r str, TokenSource)> {
         extract::request_token(req, &self.cookie.name)
     }
 
@@ -101,7 +101,7 @@ impl AppState {
         let (token, source) = self.token(req).ok_or(ApiError::Unauthorized)?;
         let identity = self
             .auth
-            .check_token(&token)
+            .check_token(token)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok((identity, source))

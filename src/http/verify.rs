@@ -14,7 +14,7 @@ pub async fn verify(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some((token, _)) = state.token(&req) {
-        if let Some(identity) = state.auth.check_token(&token).await? {
+        if let Some(identity) = state.auth.check_token(token).await? {
             return Ok(identity_response(&identity));
         }
     }
