@@ -284,10 +284,8 @@ impl Auth {
                 Ok((chosen, id, now, expires_at, max_expires_at))
             })
             .await?;
-        let token = candidates
-            .into_iter()
-            .nth(chosen)
-            .ok_or(AuthError::Store(StoreError::Conflict))?;
+        let [first, second] = candidates;
+        let token = if chosen == 0 { first } else { second };
         Ok(NewSession {
             token,
             session_id,
