@@ -5,12 +5,18 @@
 //! Every error names the key it is about. This module depends on nothing else
 //! in the crate.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+mod env;
+mod values;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub use env::DEFAULTS_TOML;
+use values::{duration, is_cookie_name_byte};
+pub use values::{is_host_name, parse_duration, IpNet};
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "LATCHKEY_";
@@ -201,7 +207,7 @@ impl Config {
             .collect();
         env.sort();
         for (var, value) in env {
-            overlay_env(&mut table, &var, &value)?;
+            env::overlay_env(&mut table, &var, &value)?;
         }
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -285,71 +291,6 @@ impl Config {
     }
 }
 
-/// Sets `table[section][key]` from `LATCHKEY_SECTION__KEY=value`.
-///
-/// The value is read as the type the key has by default: strings stay raw
-/// (so `0.0.0.0:9000` and `7d` need no quoting), anything else is parsed as a
-/// TOML value (`8`, `true`, `["127.0.0.1"]`).
-fn overlay_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
-    let env_error = |message: String| ConfigError::Env {
-        var: var.to_owned(),
-        message,
-    };
-    let rest = &var[ENV_PREFIX.len()..];
-    let Some((section, key)) = rest.split_once("__") else {
-        return Err(env_error(
-            "expected LATCHKEY_<SECTION>__<KEY>, e.g. LATCHKEY_SERVER__LISTEN".to_owned(),
-        ));
-    };
-    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
-    let defaults = default_table();
-    let Some(default) = defaults
-        .get(&section)
-        .and_then(|s| s.as_table())
-        .and_then(|s| s.get(&key))
-    else {
-        return Err(env_error(format!("unknown config key `{section}.{key}`")));
-    };
-    let parsed = if default.is_str() {
-        toml::Value::String(value.to_owned())
-    } else {
-        parse_toml_value(value).ok_or_else(|| {
-            env_error(format!(
-                "{value:?} is not a valid value for `{section}.{key}`"
-            ))
-        })?
-    };
-    let section_table = table
-        .entry(section.clone())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let Some(section_table) = section_table.as_table_mut() else {
-        return Err(ConfigError::Key {
-            key: section,
-            message: "must be a table".to_owned(),
-        });
-    };
-    section_table.insert(key, parsed);
-    Ok(())
-}
-
-/// Parses a lone TOML value such as `8`, `true` or `["a", "b"]`.
-fn parse_toml_value(text: &str) -> Option<toml::Value> {
-    let doc = format!("v = {text}").parse::<toml::Table>().ok()?;
-    doc.get("v").cloned()
-}
-
-/// The defaults as a TOML table, used to learn each key's type for env overrides.
-fn default_table() -> toml::Table {
-    // Written out rather than serialized so `Config` needs no `Serialize`;
-    // a unit test checks it against `config.toml` and `Config::default()`.
-    DEFAULTS_TOML
-        .parse()
-        .expect("the embedded config.toml parses (checked by a unit test)")
-}
-
-/// The repository's `config.toml`: the SPEC defaults, commented.
-pub const DEFAULTS_TOML: &str = include_str!("../config.toml");
-
 fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
@@ -362,139 +303,6 @@ fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
 
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn is_cookie_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A DNS host name (letters, digits, hyphens and dots; no port).
-pub fn is_host_name(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-/// Parses a duration such as `"90s"`, `"30m"`, `"1h"`, `"7d"` or `"1h30m"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration; use e.g. \"90s\", \"30m\", \"1h\", \"7d\"".to_owned());
-    }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "{text:?} is not a duration; use e.g. \"90s\", \"30m\", \"1h\", \"7d\""
-            ));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?} is too long a duration"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let seconds_per_unit = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "" => return Err(format!("{text:?} needs a unit: s, m, h or d")),
-            unit => {
-                return Err(format!(
-                    "{text:?} has an unknown unit {unit:?}; use s, m, h or d"
-                ))
-            }
-        };
-        rest = &rest[unit_len..];
-        total = number
-            .checked_mul(seconds_per_unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(|| format!("{text:?} is too long a duration"))?;
-    }
-    // Longer than a century is a typo, and would overflow unix-second arithmetic.
-    if total > 100 * 365 * 86_400 {
-        return Err(format!("{text:?} is too long a duration (over 100 years)"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-/// An address range in CIDR form (`10.0.0.0/8`); a bare address is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix_len: u8,
-}
-
-impl IpNet {
-    /// Parses `"127.0.0.1"`, `"10.0.0.0/8"` or `"::1/128"`.
-    pub fn parse(text: &str) -> Result<IpNet, String> {
-        let (addr_text, prefix_text) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr_text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix_text {
-            None => max,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("{text:?} has an invalid prefix length")),
-            },
-        };
-        Ok(IpNet { addr, prefix_len })
-    }
-
-    /// True when `ip` lies in this range; IPv4-mapped IPv6 addresses count as IPv4.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl<'de> Deserialize<'de> for IpNet {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        IpNet::parse(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]
@@ -514,32 +322,6 @@ mod tests {
     #[test]
     fn no_file_means_defaults() {
         assert_eq!(load(None, &[]).unwrap(), Config::default());
-    }
-
-    #[test]
-    fn durations_take_seconds_minutes_hours_days_and_sums() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn durations_without_a_known_unit_are_refused() {
-        for bad in [
-            "",
-            "10",
-            "s",
-            "5 minutes",
-            "1w",
-            "-1s",
-            "1.5h",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
-        }
     }
 
     #[test]
@@ -622,22 +404,5 @@ mod tests {
             .to_string();
         assert!(err.contains("test.toml") && err.contains("line 2"), "{err}");
         assert!(!err.contains('\n'), "{err}");
-    }
-
-    #[test]
-    fn cidr_ranges_match_their_members_only() {
-        let net = IpNet::parse("10.1.0.0/16").unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
-        let one = IpNet::parse("127.0.0.1").unwrap();
-        assert!(one.contains("127.0.0.1".parse().unwrap()));
-        assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        assert!(IpNet::parse("::/0")
-            .unwrap()
-            .contains("2001:db8::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
     }
 }
