@@ -1,8 +1,9 @@
 //! The command line: `serve` and the admin commands over the same database.
 //!
-//! Admin commands are synchronous and talk to SQLite directly; they are safe
-//! while the server runs (WAL, busy timeout, immediate transactions).
-//! Errors carry context and are printed by `main` on one line.
+//! Each admin command parses its arguments into validated input, calls one
+//! [`Admin`] use case and prints the answer; the rules live in `auth`. The
+//! commands are safe while the server runs (WAL, busy timeout, immediate
+//! transactions). Errors carry context and are printed by `main` on one line.
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,10 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::password::{PasswordHashing, MAX_PASSWORD_BYTES};
-use crate::auth::{self, check_profile_field, check_username, unix_now};
+use crate::auth::admin::{Admin, AdminError, NewUser};
+use crate::auth::input::{ClientId, Password, ProfileField, Username, MAX_PASSWORD_BYTES};
 use crate::config::Config;
-use crate::store::{backup, clients, sessions, users, Store, StoreError, TransactionBehavior};
+use crate::store::Store;
 
 /// latchkey: users and sessions in one SQLite file, forward auth and token
 /// introspection for reverse proxies.
@@ -121,32 +122,30 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 /// Runs an admin command (everything but `serve`).
 pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config)?;
+    let admin = open_admin(config)?;
     match command {
         Command::Serve => bail!("`serve` is not an admin command"),
-        Command::User(cmd) => user(cmd, config, &store),
-        Command::Session(cmd) => session(cmd, &store),
-        Command::Client(cmd) => client(cmd, &store),
+        Command::User(cmd) => user(cmd, &admin),
+        Command::Session(cmd) => session(cmd, &admin),
+        Command::Client(cmd) => client(cmd, &admin),
         Command::Backup { file } => {
-            let conn = store.connection()?;
-            backup::backup_to(&conn, &file)?;
+            admin.backup(&file)?;
             println!("Backed up the database to {}.", file.display());
             Ok(())
         }
     }
 }
 
-/// Opens (creating and migrating as needed) the configured database.
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(&config.database.path, 1)?)
+/// The admin use cases over the configured database (created and migrated
+/// as needed). One connection: the CLI does one thing at a time.
+fn open_admin(config: &Config) -> anyhow::Result<Admin> {
+    let store = Store::open(&config.database.path, 1)?;
+    Ok(Admin::new(store, &config.password)?)
 }
 
 /// On a database without users, creates `admin` and prints its password once.
 pub fn create_initial_admin(config: &Config) -> anyhow::Result<()> {
-    let store = open_store(config)?;
-    let passwords = PasswordHashing::new(&config.password)?;
-    let mut conn = store.connection()?;
-    if let Some(password) = auth::create_initial_admin(&mut conn, &passwords)? {
+    if let Some(password) = open_admin(config)?.create_initial_admin()? {
         // Printed, never logged: this is the only copy of the password.
         println!(
             "Created user \"admin\" with password: {}\n\
@@ -158,8 +157,7 @@ pub fn create_initial_admin(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn user(cmd: UserCommand, config: &Config, store: &Store) -> anyhow::Result<()> {
-    let mut conn = store.connection()?;
+fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add {
             name,
@@ -167,49 +165,33 @@ fn user(cmd: UserCommand, config: &Config, store: &Store) -> anyhow::Result<()> 
             display_name,
             password,
         } => {
-            check_username(&name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))?;
-            for (flag, value) in [("--email", &email), ("--display-name", &display_name)] {
-                if let Some(value) = value {
-                    check_profile_field(value).map_err(|e| anyhow!("{flag} {e}"))?;
-                }
-            }
-            if users::find_by_name(&conn, &name)?.is_some() {
-                bail!("user {name:?} already exists");
-            }
+            let username = parse_username(&name)?;
+            let email = parse_profile_field("--email", email.as_deref())?;
+            let display_name = parse_profile_field("--display-name", display_name.as_deref())?;
+            // Before the prompt: no typing a password for a name that is taken.
+            admin.ensure_name_free(&username)?;
             let password = read_password(&password, &name)?;
-            let hash = PasswordHashing::new(&config.password)?.hash(&password)?;
-            let id = users::insert(
-                &conn,
-                &users::NewUser {
-                    username: &name,
-                    password_hash: &hash,
-                    email: email.as_deref(),
-                    display_name: display_name.as_deref(),
-                    created_at: unix_now(),
-                },
-            )
-            .map_err(|e| match e {
-                StoreError::Conflict => anyhow!("user {name:?} already exists"),
-                other => other.into(),
+            let id = admin.add_user(&NewUser {
+                username,
+                password,
+                email,
+                display_name,
             })?;
             println!("Created user {name:?} (id {id}).");
         }
         UserCommand::Passwd { name, password } => {
-            let user = find_user(&conn, &name)?;
-            let password = read_password(&password, &user.username)?;
-            let hash = PasswordHashing::new(&config.password)?.hash(&password)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            users::set_password_hash(&tx, user.id, &hash)?;
-            // A new password is usually a reaction to a leak: end every session.
-            let ended = sessions::delete_for_user(&tx, user.id)?;
-            tx.commit()?;
+            let username = existing_username(&name)?;
+            admin.ensure_user_exists(&username)?;
+            let password = read_password(&password, &name)?;
+            let change = admin.set_password(&username, &password)?;
             println!(
-                "Changed the password of {:?}; ended {ended} session(s).",
-                user.username
+                "Changed the password of {:?}; ended {} session(s).",
+                change.username, change.sessions_ended
             );
         }
         UserCommand::List => {
-            let rows: Vec<Vec<String>> = users::list(&conn)?
+            let rows: Vec<Vec<String>> = admin
+                .users()?
                 .into_iter()
                 .map(|u| {
                     vec![
@@ -235,37 +217,30 @@ fn user(cmd: UserCommand, config: &Config, store: &Store) -> anyhow::Result<()> 
             );
         }
         UserCommand::Disable { name } => {
-            let user = find_user(&conn, &name)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            users::set_disabled(&tx, user.id, true)?;
-            // Disabling is meant to lock someone out now, not until re-enabled.
-            let ended = sessions::delete_for_user(&tx, user.id)?;
-            tx.commit()?;
-            println!("Disabled {:?}; ended {ended} session(s).", user.username);
+            let change = admin.disable_user(&existing_username(&name)?)?;
+            println!(
+                "Disabled {:?}; ended {} session(s).",
+                change.username, change.sessions_ended
+            );
         }
         UserCommand::Enable { name } => {
-            let user = find_user(&conn, &name)?;
-            users::set_disabled(&conn, user.id, false)?;
-            println!("Enabled {:?}.", user.username);
+            let change = admin.enable_user(&existing_username(&name)?)?;
+            println!("Enabled {:?}.", change.username);
         }
         UserCommand::Delete { name } => {
-            let user = find_user(&conn, &name)?;
-            users::delete(&conn, user.id)?;
-            println!("Deleted {:?} and their sessions.", user.username);
+            let change = admin.delete_user(&existing_username(&name)?)?;
+            println!("Deleted {:?} and their sessions.", change.username);
         }
     }
     Ok(())
 }
 
-fn session(cmd: SessionCommand, store: &Store) -> anyhow::Result<()> {
-    let conn = store.connection()?;
+fn session(cmd: SessionCommand, admin: &Admin) -> anyhow::Result<()> {
     match cmd {
         SessionCommand::List { user } => {
-            let user_id = match user {
-                Some(name) => Some(find_user(&conn, &name)?.id),
-                None => None,
-            };
-            let rows: Vec<Vec<String>> = sessions::list_valid(&conn, user_id, unix_now())?
+            let user = user.as_deref().map(existing_username).transpose()?;
+            let rows: Vec<Vec<String>> = admin
+                .sessions(user.as_ref())?
                 .into_iter()
                 .map(|s| {
                     vec![
@@ -284,71 +259,64 @@ fn session(cmd: SessionCommand, store: &Store) -> anyhow::Result<()> {
             );
         }
         SessionCommand::Revoke { user } => {
-            let user = find_user(&conn, &user)?;
-            let ended = sessions::delete_for_user(&conn, user.id)?;
-            println!("Ended {ended} session(s) of {:?}.", user.username);
+            let change = admin.revoke_sessions(&existing_username(&user)?)?;
+            println!(
+                "Ended {} session(s) of {:?}.",
+                change.sessions_ended, change.username
+            );
         }
         SessionCommand::Purge => {
-            let purged = sessions::purge_expired(&conn, unix_now())?;
+            let purged = admin.purge_sessions()?;
             println!("Deleted {purged} expired session(s).");
         }
     }
     Ok(())
 }
 
-fn client(cmd: ClientCommand, store: &Store) -> anyhow::Result<()> {
-    let conn = store.connection()?;
+fn client(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Add { id } => {
-            check_client_id(&id)?;
-            let client = auth::add_client(&conn, &id).map_err(|e| match e {
-                auth::AuthError::Store(StoreError::Conflict) => {
-                    anyhow!("client {id:?} already exists")
-                }
-                other => other.into(),
-            })?;
+            let client_id =
+                ClientId::parse(&id).map_err(|e| anyhow!("invalid client id {id:?}: {e}"))?;
+            let secret = admin.add_client(&client_id)?;
             // The secret alone on stdout, so `SECRET=$(latchkey client add x)` works.
-            eprintln!(
-                "Created client {:?}. Its secret follows; it is shown only this once:",
-                client.id
-            );
-            println!("{}", client.secret.expose());
+            eprintln!("Created client {id:?}. Its secret follows; it is shown only this once:");
+            println!("{}", secret.expose());
         }
         ClientCommand::List => {
-            let rows: Vec<Vec<String>> = clients::list(&conn)?
+            let rows: Vec<Vec<String>> = admin
+                .clients()?
                 .into_iter()
                 .map(|c| vec![c.id, format_utc(c.created_at)])
                 .collect();
             print_table(&["ID", "CREATED"], &rows);
         }
         ClientCommand::Remove { id } => {
-            if !clients::delete(&conn, &id)? {
-                bail!("no client {id:?}");
-            }
+            admin.remove_client(&id)?;
             println!("Removed client {id:?}.");
         }
     }
     Ok(())
 }
 
-fn find_user(conn: &rusqlite::Connection, name: &str) -> anyhow::Result<users::User> {
-    users::find_by_name(conn, name)?.ok_or_else(|| anyhow!("no user {name:?}"))
+/// The name of a user to create.
+fn parse_username(name: &str) -> anyhow::Result<Username> {
+    Username::parse(name).map_err(|e| anyhow!("invalid username {name:?}: {e}"))
 }
 
-/// Client ids go into HTTP Basic credentials: keep them unambiguous there.
-fn check_client_id(id: &str) -> anyhow::Result<()> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !ok {
-        bail!("invalid client id {id:?}: use 1 to 64 letters, digits, '-', '_' or '.'");
-    }
-    Ok(())
+/// The name of a user to look up: one that no user can have is simply not found.
+fn existing_username(name: &str) -> anyhow::Result<Username> {
+    Username::parse(name).map_err(|_| AdminError::NoSuchUser(name.to_owned()).into())
+}
+
+fn parse_profile_field(flag: &str, value: Option<&str>) -> anyhow::Result<Option<ProfileField>> {
+    value
+        .map(|v| ProfileField::parse(v).map_err(|e| anyhow!("{flag} {e}")))
+        .transpose()
 }
 
 /// The new password, from stdin (`--password-stdin`) or typed twice on the terminal.
-fn read_password(source: &PasswordSource, username: &str) -> anyhow::Result<String> {
+fn read_password(source: &PasswordSource, username: &str) -> anyhow::Result<Password> {
     let password = if source.password_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -369,13 +337,7 @@ fn read_password(source: &PasswordSource, username: &str) -> anyhow::Result<Stri
         }
         first
     };
-    if password.is_empty() {
-        bail!("the password is empty");
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        bail!("the password is longer than {MAX_PASSWORD_BYTES} bytes");
-    }
-    Ok(password)
+    Ok(Password::parse_new(password)?)
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
@@ -430,13 +392,5 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00Z");
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00Z");
         assert_eq!(format_utc(1_795_000_000), "2026-11-18 11:06:40Z");
-    }
-
-    #[test]
-    fn client_ids_are_plain_tokens() {
-        assert!(check_client_id("nginx-proxy_1.a").is_ok());
-        for bad in ["", "a:b", "a b", &"x".repeat(65)] {
-            assert!(check_client_id(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::auth::input::InputError;
 use crate::auth::AuthError;
 
 /// Seconds a client should wait after a 503 before trying again.
@@ -66,6 +67,12 @@ impl ApiError {
             ApiError::Busy => Some(BUSY_RETRY_AFTER_SECS),
             _ => None,
         }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        ApiError::InvalidRequest(e.to_string())
     }
 }
 

@@ -8,8 +8,8 @@ use super::body::{body_kind, read_body, BodyKind, Fields};
 use super::error::{no_store, ApiError};
 use super::page::{html_response, login_page as render};
 use super::AppState;
-use crate::auth::password::MAX_PASSWORD_BYTES;
-use crate::auth::{check_username, unix_now, AuthError, Client, NewSession};
+use crate::auth::input::{Password, Username};
+use crate::auth::{AuthError, Client, NewSession};
 
 /// How long a login refused without hashing (503, 429) waits for its answer.
 const REFUSAL_PACE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -35,14 +35,13 @@ pub async fn login(
         BodyKind::Json => {
             let fields = Fields::parse(kind, &body)?;
             let session = attempt(&req, &state, &fields).await?;
-            let now = unix_now();
             Ok(HttpResponse::Ok()
                 .insert_header(no_store())
-                .insert_header(set_cookie(&state, &session, now))
+                .insert_header(set_cookie(&state, &session))
                 .json(json!({
                     "access_token": session.token.expose(),
                     "token_type": "Bearer",
-                    "expires_in": (session.expires_at - now).max(0),
+                    "expires_in": session.expires_in(),
                     "expires_at": session.expires_at,
                     "max_expires_at": session.max_expires_at,
                 })))
@@ -70,38 +69,31 @@ async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpRes
             HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, target))
                 .insert_header(no_store())
-                .insert_header(set_cookie(state, &session, unix_now()))
+                .insert_header(set_cookie(state, &session))
                 .finish()
         }
         Err(e) => form_error(rd, username, &e),
     }
 }
 
-/// Checks the input limits, then asks `Auth` to log in.
+/// Parses the credentials (input limits first, before any hashing), then
+/// asks `Auth` to log in.
 async fn attempt(
     req: &HttpRequest,
     state: &AppState,
     fields: &Fields<'_>,
 ) -> Result<NewSession, ApiError> {
     let username = fields.required("username")?;
-    let password = fields.required("password")?;
-    // SPEC: refused before any hashing, so a huge password costs nothing.
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::InvalidRequest(format!(
-            "passwords are at most {MAX_PASSWORD_BYTES} bytes"
-        )));
-    }
-    check_username(username).map_err(|e| ApiError::InvalidRequest(e.to_owned()))?;
+    let password = Password::parse(fields.required("password")?.to_owned())?;
+    let username = Username::parse(username)?;
     let address = state.client_address(req);
     let client = Client {
         ip: address.ip,
         limited_address: address.limited,
         user_agent: super::extract::user_agent(req),
     };
-    let outcome = state
-        .auth
-        .login(username, password.to_owned(), client)
-        .await;
+    let outcome = state.auth.login(&username, password, client).await;
+    let username = username.as_str();
     match &outcome {
         Ok(_) => tracing::info!(user = username, ip = %address.ip, "login"),
         // Shed logins come by the thousand in a flood: a log line each would
@@ -122,11 +114,10 @@ async fn attempt(
     Ok(outcome?)
 }
 
-fn set_cookie(state: &AppState, session: &NewSession, now: i64) -> (header::HeaderName, String) {
-    let max_age = session.max_expires_at - now;
+fn set_cookie(state: &AppState, session: &NewSession) -> (header::HeaderName, String) {
     (
         header::SET_COOKIE,
-        state.cookie.set(session.token.expose(), max_age),
+        state.cookie.set(session.token.expose(), session.max_age()),
     )
 }
 

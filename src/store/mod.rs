@@ -3,7 +3,10 @@
 //! The functions in the submodules are synchronous and take a `&Connection`
 //! (or a `&Transaction` where several statements must land together); they
 //! know SQL, not the rules of sessions or passwords. Async callers reach them
-//! only through [`Store::run`], which moves the work onto a blocking thread.
+//! through [`Store::run`], which moves the work onto a blocking thread, or,
+//! for the token check's point reads, through [`Store::read`], which runs
+//! them inline on the worker when that cannot wait and falls back to `run`.
+//! Synchronous callers (the admin use cases) take a [`Store::connection`].
 
 pub mod backup;
 pub mod clients;
@@ -82,6 +85,8 @@ pub struct Store {
     /// a parked task instead of one more blocking thread (tokio would start
     /// up to 512 of them, each with its stack and malloc arena).
     permits: Arc<Semaphore>,
+    /// Reads [`Store::read`] could not run inline and sent to the pool.
+    inline_fallbacks: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -121,6 +126,7 @@ impl Store {
                 path: path.to_owned(),
             }),
             permits: Arc::new(Semaphore::new(pool_size as usize)),
+            inline_fallbacks: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -148,17 +154,50 @@ impl Store {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs a point read inline when it can answer at once, else through
+    /// the pool ([`Store::run`]).
+    ///
+    /// Only for indexed point reads on the hot path: the token check runs on
+    /// every proxied request, and a hop to a blocking thread costs more than
+    /// the lookup itself (docs/benchmarks.md). `f` may run twice (inline,
+    /// then pooled), so it must only read. Every fallback is counted
+    /// ([`Store::inline_fallbacks`]) and logged.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match self.read_now(&f) {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                let count = self.inline_fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+                // Rare by design (SQLITE_BUSY while a checkpoint resets the
+                // WAL); a steady stream means the inline path is broken, so
+                // say so, at a logarithmic pace rather than per request.
+                if count.is_power_of_two() {
+                    tracing::warn!(%error, fallbacks = count, "inline read failed; read through the pool");
+                } else {
+                    tracing::debug!(%error, fallbacks = count, "inline read failed; read through the pool");
+                }
+                self.run(move |conn| f(conn)).await
+            }
+        }
+    }
+
+    /// How many reads [`Store::read`] has sent to the pool since the start.
+    pub fn inline_fallbacks(&self) -> u64 {
+        self.inline_fallbacks.load(Ordering::Relaxed)
+    }
+
     /// Runs a read on this thread's own read-only connection, inline: no
     /// thread hop, no pool.
     ///
-    /// Only for indexed point reads on the hot path (the token check runs on
-    /// every proxied request, and a hop to a blocking thread costs more than
-    /// the lookup itself). Safe to run on an async worker because it cannot
-    /// wait: in WAL mode a reader does not wait for writers (it reads the
-    /// last committed state, so a logout that has answered is seen), and the
-    /// connection has no busy timeout, so the rare SQLITE_BUSY comes back at
-    /// once as an error. Callers then take the [`Store::run`] path.
-    pub fn read_now<T>(
+    /// Safe to run on an async worker because it cannot wait: in WAL mode a
+    /// reader does not wait for writers (it reads the last committed state,
+    /// so a logout that has answered is seen), and the connection has no
+    /// busy timeout, so the rare SQLITE_BUSY comes back at once as an error,
+    /// which [`Store::read`] answers through the pool.
+    fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -313,6 +352,24 @@ mod tests {
                 .unwrap();
             assert_eq!(seen, 100 + i);
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_the_inline_connection_cannot_answer_goes_through_the_pool_and_is_counted() {
+        let (_dir, store) = test_store();
+        // Only the read-only inline connection refuses: the pooled one answers.
+        let read = |conn: &Connection| {
+            if conn.is_readonly(rusqlite::MAIN_DB)? {
+                return Err(StoreError::Task("inline refused".to_owned()));
+            }
+            Ok(conn.query_row("SELECT 7", [], |r| r.get::<_, i64>(0))?)
+        };
+        assert_eq!(store.read(read).await.unwrap(), 7);
+        assert_eq!(store.inline_fallbacks(), 1);
+        // A read the inline connection answers is not counted.
+        let inline = |conn: &Connection| Ok(conn.is_readonly(rusqlite::MAIN_DB)?);
+        assert!(store.read(inline).await.unwrap());
+        assert_eq!(store.inline_fallbacks(), 1);
     }
 
     #[test]

@@ -8,10 +8,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::StoreError;
 
-/// The fields of a session to be created.
+/// The fields of a session to be created, besides its token hash.
 #[derive(Debug, Clone, Copy)]
 pub struct NewSession<'a> {
-    pub token_hash: &'a [u8; 32],
     pub user_id: i64,
     pub created_at: i64,
     pub expires_at: i64,
@@ -55,10 +54,22 @@ pub fn lookup_key(token_hash: &[u8; 32]) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// Inserts a session and returns its public id; `None`, inserting nothing,
-/// when a stored session already has this hash's [`lookup_key`] (odds of
-/// 2^-64 per stored session: the caller draws another token).
-pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<Option<i64>, StoreError> {
+/// What [`insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored, with this public id.
+    Stored(i64),
+    /// Nothing stored: a session already has this hash's [`lookup_key`]
+    /// (odds of 2^-64 per stored session). The caller draws another token.
+    KeyTaken,
+}
+
+/// Inserts a session found by `token_hash`, under its [`lookup_key`].
+pub fn insert(
+    conn: &Connection,
+    token_hash: &[u8; 32],
+    session: &NewSession<'_>,
+) -> Result<Inserted, StoreError> {
     // The id is the next integer: max(id) is one step down the UNIQUE index,
     // and the single statement holds the write lock, so two inserts cannot
     // pick the same id.
@@ -73,8 +84,8 @@ pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<Option<i64>
         )?
         .query_row(
             params![
-                lookup_key(session.token_hash),
-                &session.token_hash[..],
+                lookup_key(token_hash),
+                &token_hash[..],
                 session.user_id,
                 session.created_at,
                 session.expires_at,
@@ -85,7 +96,7 @@ pub fn insert(conn: &Connection, session: &NewSession<'_>) -> Result<Option<i64>
             |r| r.get(0),
         )
         .optional()?;
-    Ok(id)
+    Ok(id.map_or(Inserted::KeyTaken, Inserted::Stored))
 }
 
 /// Looks a token hash up, with its user: one primary-key lookup in each table.
@@ -201,6 +212,7 @@ mod tests {
             conn,
             &users::NewUser {
                 username: "alice",
+                username_folded: "alice",
                 password_hash: "x",
                 email: None,
                 display_name: None,
@@ -210,16 +222,22 @@ mod tests {
         .unwrap()
     }
 
-    fn session(hash: &[u8; 32], user_id: i64, created_at: i64, expires_at: i64) -> NewSession<'_> {
-        NewSession {
-            token_hash: hash,
+    fn insert_at(
+        conn: &Connection,
+        hash: &[u8; 32],
+        user_id: i64,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Inserted {
+        let session = NewSession {
             user_id,
             created_at,
             expires_at,
             max_expires_at: expires_at + 100,
             ip: "127.0.0.1",
             user_agent: "ua",
-        }
+        };
+        insert(conn, hash, &session).unwrap()
     }
 
     #[test]
@@ -228,12 +246,12 @@ mod tests {
         let conn = store.connection().unwrap();
         let user = setup(&conn);
         assert_eq!(
-            insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap(),
-            Some(1)
+            insert_at(&conn, &[1; 32], user, 10, 50),
+            Inserted::Stored(1)
         );
         assert_eq!(
-            insert(&conn, &session(&[2; 32], user, 20, 50)).unwrap(),
-            Some(2)
+            insert_at(&conn, &[2; 32], user, 20, 50),
+            Inserted::Stored(2)
         );
         let row = find_by_token_hash(&conn, &[2; 32]).unwrap().unwrap();
         assert_eq!((row.session_id, row.username.as_str()), (2, "alice"));
@@ -245,7 +263,7 @@ mod tests {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
         let user = setup(&conn);
-        insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
+        insert_at(&conn, &[1; 32], user, 10, 50);
         extend(&conn, &[1; 32], 40).unwrap();
         assert_eq!(
             find_by_token_hash(&conn, &[1; 32])
@@ -269,9 +287,9 @@ mod tests {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
         let user = setup(&conn);
-        insert(&conn, &session(&[1; 32], user, 10, 50)).unwrap();
-        insert(&conn, &session(&[2; 32], user, 20, 150)).unwrap();
-        insert(&conn, &session(&[3; 32], user, 30, 150)).unwrap();
+        insert_at(&conn, &[1; 32], user, 10, 50);
+        insert_at(&conn, &[2; 32], user, 20, 150);
+        insert_at(&conn, &[3; 32], user, 30, 150);
         let ids: Vec<i64> = list_valid(&conn, Some(user), 60)
             .unwrap()
             .iter()
@@ -287,9 +305,9 @@ mod tests {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
         let user = setup(&conn);
-        let id = insert(&conn, &session(&[1; 32], user, 10, 50))
-            .unwrap()
-            .unwrap();
+        let Inserted::Stored(id) = insert_at(&conn, &[1; 32], user, 10, 50) else {
+            panic!("the key was free");
+        };
         assert!(!delete_by_id(&conn, user + 1, id).unwrap());
         assert!(delete_by_id(&conn, user, id).unwrap());
         assert!(!delete_by_token_hash(&conn, &[1; 32]).unwrap());
@@ -304,11 +322,8 @@ mod tests {
         let mut twin = [5; 32];
         twin[31] = 6; // same first 8 bytes, another hash
         assert_eq!(lookup_key(&stored), lookup_key(&twin));
-        assert_eq!(
-            insert(&conn, &session(&stored, user, 10, 50)).unwrap(),
-            Some(1)
-        );
-        assert_eq!(insert(&conn, &session(&twin, user, 10, 50)).unwrap(), None);
+        assert_eq!(insert_at(&conn, &stored, user, 10, 50), Inserted::Stored(1));
+        assert_eq!(insert_at(&conn, &twin, user, 10, 50), Inserted::KeyTaken);
         // The twin finds nothing and cannot extend or delete the stored row.
         assert!(find_by_token_hash(&conn, &twin).unwrap().is_none());
         extend(&conn, &twin, 90).unwrap();

@@ -1,4 +1,7 @@
 //! The `users` table.
+//!
+//! Names are looked up by their folded key (`username_folded`), which the
+//! caller computes: the folding rule is `auth::input::Username`'s.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -20,6 +23,8 @@ pub struct User {
 #[derive(Debug, Clone, Copy)]
 pub struct NewUser<'a> {
     pub username: &'a str,
+    /// The case-insensitive key of `username` (its unique index).
+    pub username_folded: &'a str,
     pub password_hash: &'a str,
     pub email: Option<&'a str>,
     pub display_name: Option<&'a str>,
@@ -40,11 +45,6 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-/// The unique key of a username: names differ only if their lowercase forms do.
-pub fn fold(username: &str) -> String {
-    username.to_lowercase()
-}
-
 /// Inserts a user; [`StoreError::Conflict`] when the name is taken in any case.
 pub fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<i64, StoreError> {
     conn.prepare_cached(
@@ -53,7 +53,7 @@ pub fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<i64, StoreError> 
     )?
     .execute(params![
         user.username,
-        fold(user.username),
+        user.username_folded,
         user.password_hash,
         user.email,
         user.display_name,
@@ -62,12 +62,15 @@ pub fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<i64, StoreError> 
     Ok(conn.last_insert_rowid())
 }
 
-/// Finds a user by name, ignoring case.
-pub fn find_by_name(conn: &Connection, username: &str) -> Result<Option<User>, StoreError> {
+/// Finds a user by the folded key of their name.
+pub fn find_by_folded_name(
+    conn: &Connection,
+    username_folded: &str,
+) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE username_folded = ?1");
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row([fold(username)], from_row)
+        .query_row([username_folded], from_row)
         .optional()?)
 }
 
@@ -124,9 +127,10 @@ mod tests {
     use super::*;
     use crate::store::test_store;
 
-    fn new_user(name: &str) -> NewUser<'_> {
+    fn new_user<'a>(name: &'a str, folded: &'a str) -> NewUser<'a> {
         NewUser {
             username: name,
+            username_folded: folded,
             password_hash: "$argon2id$stub",
             email: Some("a@example.com"),
             display_name: None,
@@ -138,29 +142,28 @@ mod tests {
     fn usernames_are_unique_ignoring_case_and_keep_their_spelling() {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
-        insert(&conn, &new_user("Alice")).unwrap();
+        insert(&conn, &new_user("Alice", "alice")).unwrap();
         assert!(matches!(
-            insert(&conn, &new_user("aLICE")),
+            insert(&conn, &new_user("aLICE", "alice")),
             Err(StoreError::Conflict)
         ));
-        assert!(insert(&conn, &new_user("ÄLICE")).is_ok());
+        assert!(insert(&conn, &new_user("ÄLICE", "älice")).is_ok());
         assert!(matches!(
-            insert(&conn, &new_user("älice")),
+            insert(&conn, &new_user("älice", "älice")),
             Err(StoreError::Conflict)
         ));
-        let found = find_by_name(&conn, "ALICE").unwrap().unwrap();
+        let found = find_by_folded_name(&conn, "alice").unwrap().unwrap();
         assert_eq!(found.username, "Alice");
         assert_eq!(found.email.as_deref(), Some("a@example.com"));
-        assert!(find_by_name(&conn, "bob").unwrap().is_none());
+        assert!(find_by_folded_name(&conn, "bob").unwrap().is_none());
     }
 
     #[test]
     fn deleting_a_user_deletes_their_sessions() {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
-        let id = insert(&conn, &new_user("alice")).unwrap();
+        let id = insert(&conn, &new_user("alice", "alice")).unwrap();
         let session = crate::store::sessions::NewSession {
-            token_hash: &[7; 32],
             user_id: id,
             created_at: 1,
             expires_at: 10,
@@ -168,7 +171,7 @@ mod tests {
             ip: "127.0.0.1",
             user_agent: "test",
         };
-        crate::store::sessions::insert(&conn, &session).unwrap();
+        crate::store::sessions::insert(&conn, &[7; 32], &session).unwrap();
         assert!(delete(&conn, id).unwrap());
         assert!(crate::store::sessions::find_by_token_hash(&conn, &[7; 32])
             .unwrap()

@@ -3,9 +3,10 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use latchkey::auth::password::PasswordHashing;
+use latchkey::auth::admin::{Admin, NewUser};
+use latchkey::auth::input::{ClientId, Password, ProfileField, Username};
 use latchkey::config::{Config, PasswordConfig};
-use latchkey::store::{users, Store};
+use latchkey::store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -112,23 +113,22 @@ impl TestApp {
         email: Option<&str>,
         display_name: Option<&str>,
     ) -> i64 {
+        let admin = self.admin(passwords);
+        let profile = |v: Option<&str>| v.map(|v| ProfileField::parse(v).unwrap());
+        admin
+            .add_user(&NewUser {
+                username: Username::parse(name).unwrap(),
+                password: Password::parse_new(password.to_owned()).unwrap(),
+                email: profile(email),
+                display_name: profile(display_name),
+            })
+            .expect("insert user")
+    }
+
+    /// The admin use cases on this app's database, hashing with `passwords`.
+    pub fn admin(&self, passwords: &PasswordConfig) -> Admin {
         let store = Store::open(&self.db_path, 1).expect("open store");
-        let hash = PasswordHashing::new(passwords)
-            .unwrap()
-            .hash(password)
-            .unwrap();
-        let conn = store.connection().unwrap();
-        users::insert(
-            &conn,
-            &users::NewUser {
-                username: name,
-                password_hash: &hash,
-                email,
-                display_name,
-                created_at: latchkey::auth::unix_now(),
-            },
-        )
-        .expect("insert user")
+        Admin::new(store, passwords).unwrap()
     }
 
     /// `POST /login` with a JSON body.
@@ -369,11 +369,9 @@ impl TestApp {
 
     /// Creates an introspection client as `latchkey client add` does; returns its secret.
     pub fn add_client(&self, id: &str) -> String {
-        let store = Store::open(&self.db_path, 1).expect("open store");
-        let conn = store.connection().unwrap();
-        latchkey::auth::add_client(&conn, id)
+        self.admin(&self.config.password)
+            .add_client(&ClientId::parse(id).unwrap())
             .unwrap()
-            .secret
             .expose()
             .to_owned()
     }

@@ -1,0 +1,303 @@
+//! The administrator's use cases: users, sessions, introspection clients
+//! and backups, one call each.
+//!
+//! The CLI parses its arguments into [`super::input`] types, calls one
+//! method and prints the answer; a later caller (an admin API, a reload
+//! signal) calls the same methods. Each change is one transaction, and a
+//! change that ends access (a new password, a disabled user) ends the
+//! user's sessions in that same transaction.
+//!
+//! The methods block (SQLite, and argon2 for passwords): call them from a
+//! thread that may block, never from an async worker.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::input::{ClientId, Password, ProfileField, Username};
+use super::password::{self, HashError, PasswordHashing};
+use super::token::{RandomError, Token};
+use super::unix_now;
+use crate::config::PasswordConfig;
+use crate::store::{backup, clients, sessions, users, Store, StoreError, TransactionBehavior};
+
+/// Why an admin use case did not succeed; the text is a sentence for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("no client {0:?}")]
+    NoSuchClient(String),
+    #[error("client {0:?} already exists")]
+    ClientExists(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// A user to create.
+pub struct NewUser {
+    pub username: Username,
+    pub password: Password,
+    pub email: Option<ProfileField>,
+    pub display_name: Option<ProfileField>,
+}
+
+/// A user as listed to the administrator (the password hash stays inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// What a change to one user did: the name as stored, and the sessions it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub username: String,
+    pub sessions_ended: usize,
+}
+
+/// An introspection client as listed.
+pub use clients::Client;
+/// A session as listed to the administrator.
+pub use sessions::SessionRow;
+
+/// The administrator's use cases over one database.
+pub struct Admin {
+    store: Store,
+    passwords: PasswordHashing,
+}
+
+impl Admin {
+    /// The use cases over `store`, hashing new passwords with `config`.
+    pub fn new(store: Store, config: &PasswordConfig) -> Result<Admin, AdminError> {
+        Ok(Admin {
+            store,
+            passwords: PasswordHashing::new(config)?,
+        })
+    }
+
+    /// Creates user `admin` with a random password when there are no users
+    /// at all; returns that password, to be shown once.
+    pub fn create_initial_admin(&self) -> Result<Option<Token>, AdminError> {
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        if users::count(&tx)? > 0 {
+            return Ok(None);
+        }
+        let password = Token::generate()?;
+        let hash = self.hash(password.expose())?;
+        let username = Username::parse("admin").expect("\"admin\" is a valid username");
+        insert_user(&tx, &username, &hash, None, None)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(Some(password))
+    }
+
+    /// Fails with [`AdminError::UserExists`] when the name is taken (in any
+    /// case): lets a caller refuse before asking for a password.
+    pub fn ensure_name_free(&self, username: &Username) -> Result<(), AdminError> {
+        let conn = self.store.connection()?;
+        match users::find_by_folded_name(&conn, username.folded())? {
+            Some(_) => Err(AdminError::UserExists(username.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails with [`AdminError::NoSuchUser`] unless the user exists: lets a
+    /// caller refuse before asking for a password.
+    pub fn ensure_user_exists(&self, username: &Username) -> Result<(), AdminError> {
+        let conn = self.store.connection()?;
+        find_user(&conn, username).map(drop)
+    }
+
+    /// Creates a user; returns the new id.
+    pub fn add_user(&self, user: &NewUser) -> Result<i64, AdminError> {
+        let hash = self.hash(user.password.expose())?;
+        let conn = self.store.connection()?;
+        insert_user(
+            &conn,
+            &user.username,
+            &hash,
+            user.email.as_ref(),
+            user.display_name.as_ref(),
+        )
+        .map_err(|e| match e {
+            StoreError::Conflict => AdminError::UserExists(user.username.to_string()),
+            other => other.into(),
+        })
+    }
+
+    /// Sets a user's password and ends their sessions: a new password is
+    /// usually the answer to a leak.
+    pub fn set_password(
+        &self,
+        username: &Username,
+        password: &Password,
+    ) -> Result<UserChange, AdminError> {
+        let hash = self.hash(password.expose())?;
+        self.change_user(username, |tx, id| {
+            users::set_password_hash(tx, id, &hash)?;
+            sessions::delete_for_user(tx, id)
+        })
+    }
+
+    /// Stops a user from logging in, and ends their sessions now rather than
+    /// when they expire.
+    pub fn disable_user(&self, username: &Username) -> Result<UserChange, AdminError> {
+        self.change_user(username, |tx, id| {
+            users::set_disabled(tx, id, true)?;
+            sessions::delete_for_user(tx, id)
+        })
+    }
+
+    /// Lets a disabled user log in again (old sessions stay ended).
+    pub fn enable_user(&self, username: &Username) -> Result<UserChange, AdminError> {
+        self.change_user(username, |tx, id| {
+            users::set_disabled(tx, id, false)?;
+            Ok(0)
+        })
+    }
+
+    /// Deletes a user; their sessions go with them.
+    pub fn delete_user(&self, username: &Username) -> Result<UserChange, AdminError> {
+        self.change_user(username, |tx, id| {
+            let sessions = sessions::delete_for_user(tx, id)?;
+            users::delete(tx, id)?;
+            Ok(sessions)
+        })
+    }
+
+    /// Every user, by id.
+    pub fn users(&self) -> Result<Vec<UserInfo>, AdminError> {
+        let conn = self.store.connection()?;
+        Ok(users::list(&conn)?
+            .into_iter()
+            .map(|u| UserInfo {
+                id: u.id,
+                username: u.username,
+                email: u.email,
+                display_name: u.display_name,
+                disabled: u.disabled,
+                created_at: u.created_at,
+            })
+            .collect())
+    }
+
+    /// Valid sessions, newest first; of one user, or of everyone.
+    pub fn sessions(&self, username: Option<&Username>) -> Result<Vec<SessionRow>, AdminError> {
+        let conn = self.store.connection()?;
+        let user_id = match username {
+            Some(name) => Some(find_user(&conn, name)?.id),
+            None => None,
+        };
+        Ok(sessions::list_valid(&conn, user_id, unix_now())?)
+    }
+
+    /// Ends every session of a user.
+    pub fn revoke_sessions(&self, username: &Username) -> Result<UserChange, AdminError> {
+        self.change_user(username, sessions::delete_for_user)
+    }
+
+    /// Deletes expired sessions now; returns how many.
+    pub fn purge_sessions(&self) -> Result<usize, AdminError> {
+        let conn = self.store.connection()?;
+        Ok(sessions::purge_expired(&conn, unix_now())?)
+    }
+
+    /// Creates an introspection client with a random secret, returned to be
+    /// shown once; only its hash is stored.
+    pub fn add_client(&self, id: &ClientId) -> Result<Token, AdminError> {
+        let secret = Token::generate()?;
+        let conn = self.store.connection()?;
+        clients::insert(&conn, id.as_str(), &secret.hash().0, unix_now()).map_err(|e| match e {
+            StoreError::Conflict => AdminError::ClientExists(id.to_string()),
+            other => other.into(),
+        })?;
+        Ok(secret)
+    }
+
+    /// Every introspection client, by id.
+    pub fn clients(&self) -> Result<Vec<Client>, AdminError> {
+        let conn = self.store.connection()?;
+        Ok(clients::list(&conn)?)
+    }
+
+    /// Removes an introspection client.
+    pub fn remove_client(&self, id: &str) -> Result<(), AdminError> {
+        let conn = self.store.connection()?;
+        if !clients::delete(&conn, id)? {
+            return Err(AdminError::NoSuchClient(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the database to `dest`, even while serving.
+    pub fn backup(&self, dest: &Path) -> Result<(), AdminError> {
+        let conn = self.store.connection()?;
+        Ok(backup::backup_to(&conn, dest)?)
+    }
+
+    /// Finds the user and runs `change` on their id in one immediate
+    /// transaction; `change` returns the number of sessions it ended.
+    fn change_user(
+        &self,
+        username: &Username,
+        change: impl FnOnce(&Connection, i64) -> Result<usize, StoreError>,
+    ) -> Result<UserChange, AdminError> {
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        let user = find_user(&tx, username)?;
+        let sessions_ended = change(&tx, user.id)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(UserChange {
+            username: user.username,
+            sessions_ended,
+        })
+    }
+
+    /// An argon2id hash made on this thread, whose working memory is then
+    /// freed: admin callers hash once, not all day.
+    fn hash(&self, password: &str) -> Result<String, HashError> {
+        let hash = self.passwords.hash(password);
+        password::release_work_memory();
+        hash
+    }
+}
+
+fn find_user(conn: &Connection, username: &Username) -> Result<users::User, AdminError> {
+    users::find_by_folded_name(conn, username.folded())?
+        .ok_or_else(|| AdminError::NoSuchUser(username.to_string()))
+}
+
+fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+fn insert_user(
+    conn: &Connection,
+    username: &Username,
+    password_hash: &str,
+    email: Option<&ProfileField>,
+    display_name: Option<&ProfileField>,
+) -> Result<i64, StoreError> {
+    users::insert(
+        conn,
+        &users::NewUser {
+            username: username.as_str(),
+            username_folded: username.folded(),
+            password_hash,
+            email: email.map(ProfileField::as_str),
+            display_name: display_name.map(ProfileField::as_str),
+            created_at: unix_now(),
+        },
+    )
+}

@@ -1,0 +1,218 @@
+//! Logging in with a password: the limiter, the hash, and the new session.
+
+use std::net::IpAddr;
+
+use rusqlite::Connection;
+
+use super::input::{Password, Username};
+use super::token::{RandomError, Token};
+use super::{unix_now, Auth, AuthError};
+use crate::store::sessions::{self, Inserted};
+use crate::store::{users, TransactionBehavior};
+
+/// Longest User-Agent kept for the session inventory, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+/// Tokens drawn for one login before giving up. A draw is refused only when
+/// its hash's first 64 bits are taken (odds 2^-64 per stored session), so
+/// a second draw already never happens in practice.
+const MAX_DRAWS: usize = 4;
+
+/// Where a login comes from.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client address recorded with the session.
+    pub ip: IpAddr,
+    /// The address the per-address limit counts, when it is known reliably.
+    pub limited_address: Option<IpAddr>,
+    pub user_agent: String,
+}
+
+/// A session just created by a login, with the times its answer reports.
+pub struct NewSession {
+    pub token: Token,
+    pub session_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+impl NewSession {
+    /// Seconds until the idle expiry: the login answer's `expires_in`.
+    pub fn expires_in(&self) -> i64 {
+        self.expires_at - self.created_at
+    }
+
+    /// Seconds until the absolute expiry: the cookie's `Max-Age`.
+    pub fn max_age(&self) -> i64 {
+        self.max_expires_at - self.created_at
+    }
+}
+
+impl Auth {
+    /// Logs a user in with a password and creates a session.
+    ///
+    /// Unknown user, wrong password and disabled user all give
+    /// [`AuthError::InvalidCredentials`] after the same argon2 work.
+    pub async fn login(
+        &self,
+        username: &Username,
+        password: Password,
+        client: Client,
+    ) -> Result<NewSession, AuthError> {
+        let inner = &self.inner;
+        let folded = username.folded();
+        inner
+            .limiter
+            .check(folded, client.limited_address, unix_now())
+            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        // A place in the hashing pool first: when the pool is full the login
+        // is refused before it costs a database lookup.
+        let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
+
+        let key = folded.to_owned();
+        let user = inner
+            .store
+            .run(move |conn| users::find_by_folded_name(conn, &key))
+            .await?;
+
+        let stored_hash = user
+            .as_ref()
+            .map_or_else(|| inner.dummy_hash.clone(), |u| u.password_hash.clone());
+        let passwords = inner.passwords.clone();
+        let (matches, upgraded_hash) = inner
+            .hasher
+            .run(slot, move || {
+                let password = password.expose();
+                let matches = passwords.verify(&stored_hash, password);
+                // Parameters changed since this hash was made: upgrade it now,
+                // while the password is at hand.
+                let upgraded = (matches && passwords.needs_rehash(&stored_hash))
+                    .then(|| passwords.hash(password).ok())
+                    .flatten();
+                (matches, upgraded)
+            })
+            .await
+            .map_err(|_| AuthError::Busy)?;
+
+        let user = match user {
+            Some(user) if matches && !user.disabled => user,
+            _ => {
+                inner
+                    .limiter
+                    .record_failure(folded, client.limited_address, unix_now());
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        inner.limiter.record_success(folded);
+
+        let lifetimes = inner.lifetimes;
+        let user_agent: String = client
+            .user_agent
+            .chars()
+            .take(MAX_USER_AGENT_CHARS)
+            .collect();
+        let ip = client.ip.to_string();
+        inner
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if let Some(hash) = &upgraded_hash {
+                    users::set_password_hash(&tx, user.id, hash)?;
+                }
+                let now = unix_now();
+                let (expires_at, max_expires_at) = lifetimes.new_session(now);
+                let fields = sessions::NewSession {
+                    user_id: user.id,
+                    created_at: now,
+                    expires_at,
+                    max_expires_at,
+                    ip: &ip,
+                    user_agent: &user_agent,
+                };
+                let created = insert_session(&tx, Token::generate, fields);
+                if created.is_ok() {
+                    tx.commit()?;
+                }
+                Ok(created)
+            })
+            .await?
+    }
+}
+
+/// Stores `session` under a freshly drawn token, drawing again while the
+/// store reports the token's lookup key taken.
+fn insert_session(
+    conn: &Connection,
+    mut draw: impl FnMut() -> Result<Token, RandomError>,
+    session: sessions::NewSession<'_>,
+) -> Result<NewSession, AuthError> {
+    for _ in 0..MAX_DRAWS {
+        let token = draw()?;
+        if let Inserted::Stored(session_id) = sessions::insert(conn, &token.hash().0, &session)? {
+            return Ok(NewSession {
+                token,
+                session_id,
+                created_at: session.created_at,
+                expires_at: session.expires_at,
+                max_expires_at: session.max_expires_at,
+            });
+        }
+    }
+    Err(AuthError::Store(crate::store::StoreError::Conflict))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    #[test]
+    fn a_login_draws_another_token_when_the_store_reports_its_key_taken() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user_id = users::insert(
+            &conn,
+            &users::NewUser {
+                username: "alice",
+                username_folded: "alice",
+                password_hash: "x",
+                email: None,
+                display_name: None,
+                created_at: 1,
+            },
+        )
+        .unwrap();
+        let session = sessions::NewSession {
+            user_id,
+            created_at: 1,
+            expires_at: 10,
+            max_expires_at: 20,
+            ip: "127.0.0.1",
+            user_agent: "test",
+        };
+        let taken = Token::generate().unwrap();
+        let free = Token::generate().unwrap();
+        let first = insert_session(&conn, || Ok(taken.clone()), session).unwrap();
+        assert_eq!(first.session_id, 1);
+
+        // The next draw repeats the stored token (so its key is taken):
+        // the login draws again and stores the second token.
+        let mut draws = vec![free.clone(), taken.clone()];
+        let second = insert_session(&conn, || Ok(draws.pop().unwrap()), session).unwrap();
+        assert!(second.token == free);
+        assert_eq!(
+            (second.session_id, second.expires_in(), second.max_age()),
+            (2, 9, 19)
+        );
+        assert!(sessions::find_by_token_hash(&conn, &free.hash().0)
+            .unwrap()
+            .is_some());
+
+        // A store that never has a free key ends in a conflict, not a loop.
+        let stuck = insert_session(&conn, || Ok(taken.clone()), session);
+        assert!(matches!(
+            stuck,
+            Err(AuthError::Store(crate::store::StoreError::Conflict))
+        ));
+    }
+}

@@ -1,0 +1,207 @@
+//! Using a session: the token check (`/verify`, `/me`), introspection,
+//! logout and the owner's session inventory.
+//!
+//! Every check reads the row and hands it to `Lifetimes::evaluate`; a
+//! check that slides the expiry writes it back in [`Auth::settle`].
+
+use super::expiry::Verdict;
+use super::token::TokenHash;
+use super::{unix_now, Auth, AuthError};
+use crate::store::sessions::{self, TokenRow};
+use crate::store::{self, clients, StoreError, TransactionBehavior};
+
+/// A session as listed to its owner.
+pub use sessions::SessionRow;
+
+/// The user and session behind a valid token, after any sliding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub session_id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub user_created_at: i64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+impl Identity {
+    /// When the token stops being valid if unused: RFC 7662 `exp`.
+    pub fn exp(&self) -> i64 {
+        self.expires_at.min(self.max_expires_at)
+    }
+}
+
+/// HTTP Basic credentials presented by an introspection caller.
+pub struct ClientCredentials {
+    pub id: String,
+    pub secret: String,
+}
+
+/// The answer to an introspection request.
+pub enum Introspection {
+    /// Clients exist and the caller is not one of them.
+    ClientRejected,
+    Inactive,
+    Active(Identity),
+}
+
+impl Auth {
+    /// The identity behind a token, sliding its expiry; `None` when the token
+    /// is malformed, unknown, expired, or its user is disabled.
+    pub async fn check_token(&self, token: &str) -> Result<Option<Identity>, AuthError> {
+        let Some(hash) = TokenHash::of_token(token) else {
+            return Ok(None);
+        };
+        let row = self
+            .inner
+            .store
+            .read(move |conn| sessions::find_by_token_hash(conn, &hash.0))
+            .await?;
+        self.settle(hash, row).await
+    }
+
+    /// RFC 7662: authenticates the caller when clients exist, then checks the token.
+    pub async fn introspect(
+        &self,
+        credentials: Option<ClientCredentials>,
+        token: &str,
+    ) -> Result<Introspection, AuthError> {
+        let hash = TokenHash::of_token(token);
+        // The client check and the token lookup in one read, in one snapshot.
+        let (allowed, row) = self
+            .inner
+            .store
+            .read(move |conn| {
+                store::snapshot(conn, |conn| {
+                    let allowed =
+                        !clients::any_exist(conn)? || client_is_known(conn, credentials.as_ref())?;
+                    let row = match (&hash, allowed) {
+                        (Some(hash), true) => sessions::find_by_token_hash(conn, &hash.0)?,
+                        _ => None,
+                    };
+                    Ok((allowed, row))
+                })
+            })
+            .await?;
+        if !allowed {
+            return Ok(Introspection::ClientRejected);
+        }
+        let identity = match hash {
+            Some(hash) => self.settle(hash, row).await?,
+            None => None,
+        };
+        Ok(identity.map_or(Introspection::Inactive, Introspection::Active))
+    }
+
+    /// Applies the session rules to the row read for `hash`, writing the
+    /// idle expiry back when it slid.
+    async fn settle(
+        &self,
+        hash: TokenHash,
+        row: Option<TokenRow>,
+    ) -> Result<Option<Identity>, AuthError> {
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        match self.inner.lifetimes.evaluate(row, unix_now()) {
+            Verdict::Invalid => Ok(None),
+            Verdict::Valid(identity) => Ok(Some(identity)),
+            Verdict::Slid(identity) => {
+                let expires_at = identity.expires_at;
+                self.inner
+                    .store
+                    .run(move |conn| sessions::extend(conn, &hash.0, expires_at))
+                    .await?;
+                Ok(Some(identity))
+            }
+        }
+    }
+
+    /// Revokes one token; revoking an unknown token is not an error.
+    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+        let Some(hash) = TokenHash::of_token(token) else {
+            return Ok(());
+        };
+        self.inner
+            .store
+            .run(move |conn| sessions::delete_by_token_hash(conn, &hash.0))
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every session of the token's user; [`AuthError::Unauthorized`]
+    /// when the token is not valid.
+    pub async fn logout_everywhere(&self, token: &str) -> Result<usize, AuthError> {
+        let hash = TokenHash::of_token(token).ok_or(AuthError::Unauthorized)?;
+        let lifetimes = self.inner.lifetimes;
+        self.inner
+            .store
+            .run(move |conn| {
+                // The check and the deletion in one transaction: a token
+                // revoked in between cannot end the other sessions.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let user_id = match sessions::find_by_token_hash(&tx, &hash.0)?
+                    .map(|row| lifetimes.evaluate(row, unix_now()))
+                {
+                    Some(Verdict::Valid(identity) | Verdict::Slid(identity)) => identity.user_id,
+                    None | Some(Verdict::Invalid) => return Ok(None),
+                };
+                let revoked = sessions::delete_for_user(&tx, user_id)?;
+                tx.commit()?;
+                Ok(Some(revoked))
+            })
+            .await?
+            .ok_or(AuthError::Unauthorized)
+    }
+
+    /// The user's valid sessions, newest first.
+    pub async fn sessions_of(&self, user_id: i64) -> Result<Vec<SessionRow>, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| sessions::list_valid(conn, Some(user_id), unix_now()))
+            .await?)
+    }
+
+    /// Revokes the user's own session `session_id`; false when it is not theirs.
+    pub async fn revoke_session(&self, user_id: i64, session_id: i64) -> Result<bool, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(move |conn| sessions::delete_by_id(conn, user_id, session_id))
+            .await?)
+    }
+
+    /// Deletes expired sessions; run periodically by the server.
+    pub async fn purge_expired(&self) -> Result<usize, AuthError> {
+        Ok(self
+            .inner
+            .store
+            .run(|conn| sessions::purge_expired(conn, unix_now()))
+            .await?)
+    }
+
+    /// True when a trivial query succeeds: the database is reachable.
+    pub async fn healthy(&self) -> bool {
+        self.inner.store.run(|conn| store::ping(conn)).await.is_ok()
+    }
+}
+
+/// True when `credentials` name a stored client and carry its secret.
+fn client_is_known(
+    conn: &rusqlite::Connection,
+    credentials: Option<&ClientCredentials>,
+) -> Result<bool, StoreError> {
+    let Some(credentials) = credentials else {
+        return Ok(false);
+    };
+    let presented = TokenHash::of_secret(&credentials.secret);
+    Ok(match clients::find_secret_hash(conn, &credentials.id)? {
+        // Constant-time: the comparison time says nothing about the secret.
+        Some(stored) => presented.matches(&stored),
+        None => false,
+    })
+}
