@@ -164,24 +164,13 @@ fn insert_session(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_store;
+    use crate::store::{test_store, test_user};
 
     #[test]
     fn a_login_draws_another_token_when_the_store_reports_its_key_taken() {
         let (_dir, store) = test_store();
         let conn = store.connection().unwrap();
-        let user_id = users::insert(
-            &conn,
-            &users::NewUser {
-                username: "alice",
-                username_folded: "alice",
-                password_hash: "x",
-                email: None,
-                display_name: None,
-                created_at: 1,
-            },
-        )
-        .unwrap();
+        let user_id = test_user(&conn, "alice");
         let session = sessions::NewSession {
             user_id,
             created_at: 1,

@@ -335,6 +335,23 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Inserts user `name` (folded as written, hash "x"), for unit tests; returns the id.
+#[cfg(test)]
+pub(crate) fn test_user(conn: &Connection, name: &str) -> i64 {
+    users::insert(
+        conn,
+        &users::NewUser {
+            username: name,
+            username_folded: name,
+            password_hash: "x",
+            email: None,
+            display_name: None,
+            created_at: 1,
+        },
+    )
+    .expect("insert test user")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

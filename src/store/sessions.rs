@@ -205,21 +205,10 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{test_store, users};
+    use crate::store::{test_store, test_user};
 
     fn setup(conn: &Connection) -> i64 {
-        users::insert(
-            conn,
-            &users::NewUser {
-                username: "alice",
-                username_folded: "alice",
-                password_hash: "x",
-                email: None,
-                display_name: None,
-                created_at: 0,
-            },
-        )
-        .unwrap()
+        test_user(conn, "alice")
     }
 
     fn insert_at(
