@@ -80,9 +80,9 @@ const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// The schema is part of the cache key: a changed schema reseeds.
 const SCHEMA_SQL: &str = include_str!("../../schema.sql");
-const REPORT_LUA: &str = include_str!("../../bench/report.lua");
-const REQUESTS_LUA: &str = include_str!("../../bench/requests.lua");
-const STATUSES_LUA: &str = include_str!("../../bench/statuses.lua");
+const REPORT_LUA: &str = include_str!("../lua/report.lua");
+const REQUESTS_LUA: &str = include_str!("../lua/requests.lua");
+const STATUSES_LUA: &str = include_str!("../lua/statuses.lua");
 /// The line of wrk's output that `report.lua` prints.
 const RESULT_PREFIX: &str = "LATCHKEY_BENCH ";
 /// The line a server child prints once it listens.
