@@ -1,6 +1,7 @@
 //! The report: the results table and the CPU table, one row per scenario
 //! taken from its median round, the status and flood lines, the in-process
-//! lookups, and the number formatting they share.
+//! lookups, the CPU ratios of the token checks against their targets, and
+//! the number formatting they share.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,6 +9,12 @@ use std::time::Duration;
 use crate::scenarios::Row;
 use crate::wrk::WrkResult;
 use crate::FLOOD_CONNECTIONS;
+
+/// `/verify`'s server CPU per request, at most this many times the bare
+/// route's plus the lookup's (issue 9).
+const VERIFY_CPU_TARGET: f64 = 1.25;
+/// The same for `/introspect` with an active token.
+const INTROSPECT_CPU_TARGET: f64 = 1.35;
 
 /// `1000` → `1k`, `1000000` → `1M`.
 pub fn count_label(n: usize) -> String {
@@ -314,6 +321,39 @@ pub fn print_report(
             large - small
         );
     }
+    print_cpu_ratios(rows, lookups);
     println!();
     println!("total time {:.0} s", elapsed.as_secs_f64());
+}
+
+/// A token check's server CPU per request over the work it cannot avoid:
+/// the bare route's CPU per request (the HTTP part) plus the in-process
+/// lookup in the same database (the SQLite part), for `/verify` (row 2) and
+/// `/introspect` with an active token (row 4), both on the 1k database.
+/// All from the rows printed above, so from this run's median rounds.
+fn print_cpu_ratios(rows: &[Row], lookups: &[(String, f64)]) {
+    let cpu = |number: usize| rows.iter().find(|r| r.number == number).map(server_cpu_us);
+    let (Some(bare), Some((label, lookup))) = (cpu(1), lookups.first()) else {
+        return;
+    };
+    let lines: Vec<String> = [
+        (2, "verify", VERIFY_CPU_TARGET),
+        (4, "introspect", INTROSPECT_CPU_TARGET),
+    ]
+    .into_iter()
+    .filter_map(|(number, name, target)| {
+        let check = cpu(number)?;
+        Some(format!(
+            "{name} CPU / (bare + lookup): {:.2}x (target <= {target:.2}x): row {number} \
+             {check:.1} µs / (row 1 {bare:.1} µs + {label} lookup {lookup:.2} µs)",
+            check / (bare + lookup)
+        ))
+    })
+    .collect();
+    if !lines.is_empty() {
+        println!();
+        for line in lines {
+            println!("{line}");
+        }
+    }
 }
