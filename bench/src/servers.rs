@@ -26,7 +26,7 @@ const LISTENING_PREFIX: &str = "LISTENING ";
 
 /// latchkey, through the same calls as `latchkey serve`, on 127.0.0.1:<any>.
 pub fn serve(config_path: &Path) -> Result<()> {
-    let config = Config::load(config_path, true)?;
+    let config = latchkey::cli::load_config(Some(config_path))?;
     let (listener, port) = bind_loopback()?;
     actix_web::rt::System::new().block_on(async move {
         let app = latchkey::build(&config, listener)?;
