@@ -4,7 +4,7 @@
 --
 -- latchkey-bench writes a script as: a `BENCH = {...}` table, this file, and
 -- for dynamic loads requests.lua (and statuses.lua when statuses are counted).
--- See src/bin/latchkey-bench.rs.
+-- See bench/src/wrk.rs.
 
 local threads = {}
 
