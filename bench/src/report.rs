@@ -314,7 +314,7 @@ pub fn print_report(
     if let [(small_label, small), (large_label, large)] = lookups {
         println!();
         println!(
-            "Token lookups in-process (Store::read_now + sessions::find_by_token_hash, the server's \
+            "Token lookups in-process (Store::read + sessions::find_by_token_hash, the server's \
              own read path, random picks among the sampled tokens, median of 5 rounds): \
              {small_label} sessions {small:.2} µs, {large_label} sessions {large:.2} µs per lookup \
              ({:+.2} µs).",
