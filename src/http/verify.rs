@@ -1,7 +1,7 @@
 //! `/verify`: forward auth for nginx `auth_request`, Traefik `ForwardAuth`
 //! and Caddy `forward_auth`.
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
@@ -36,24 +36,31 @@ pub async fn verify(
     Err(ApiError::Unauthorized)
 }
 
+// Built once: a header name given as text is parsed and lowercased into a
+// fresh allocation on every request, and this answer is the hot path.
+const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+const REMOTE_USER_ID: HeaderName = HeaderName::from_static("remote-user-id");
+const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
+const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+
 fn identity_response(identity: &Identity) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response.insert_header(super::error::no_store());
-    let mut put = |name: &'static str, value: &str| {
+    let mut put = |name: HeaderName, value: &str| {
         // UTF-8 names go out as raw bytes (obs-text), as other forward-auth
         // servers do; a value that is not a valid header is left out.
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
             response.insert_header((name, value));
         }
     };
-    put("Remote-User", &identity.username);
-    put("Remote-User-Id", &identity.user_id.to_string());
+    put(REMOTE_USER, &identity.username);
     if let Some(email) = &identity.email {
-        put("Remote-Email", email);
+        put(REMOTE_EMAIL, email);
     }
     if let Some(name) = &identity.display_name {
-        put("Remote-Name", name);
+        put(REMOTE_NAME, name);
     }
+    response.insert_header((REMOTE_USER_ID, HeaderValue::from(identity.user_id)));
     response.finish()
 }
 
