@@ -8,8 +8,10 @@
 //! realistic argon2 parameters are used.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
+// The integration tests' own harness, shared rather than copied; this
+// binary uses only part of it.
+#[path = "api/helpers/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,9 +67,7 @@ async fn unknown_user_wrong_password_and_disabled_user_take_the_same_time() {
     let app = spawn_realistic_app().await;
     app.add_user("alice", "alice's password");
     let carol = app.add_user("carol", "carol's password");
-    app.db()
-        .execute("UPDATE users SET disabled = 1 WHERE id = ?1", [carol])
-        .unwrap();
+    app.set_disabled(carol, true);
     // Warm up connections and caches.
     timed_login(&app, "alice", "warm-up").await;
 

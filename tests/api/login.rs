@@ -681,14 +681,7 @@ async fn the_raw_token_never_reaches_the_database_file_but_its_sha256_does() {
     let token = app.login_token("alice", "pw").await;
     // Use it too, so a sliding or lookup path would have written it if it could.
     assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::OK);
-    let mut bytes = Vec::new();
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut path = app.db_path.clone().into_os_string();
-        path.push(suffix);
-        if let Ok(content) = std::fs::read(&path) {
-            bytes.extend_from_slice(&content);
-        }
-    }
+    let bytes = app.database_bytes();
     let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     assert!(
         !contains(token.as_bytes()),

@@ -372,12 +372,7 @@ async fn sessions_lists_newest_first_by_creation_time() {
     let (_, older) = app.user_with_token("alice").await;
     let newer = app.login_token("alice", "password-of-test").await;
     // Make the order by time unmistakable (ids would say the same).
-    app.db()
-        .execute(
-            "UPDATE sessions SET created_at = created_at - 100 WHERE token_hash = ?1",
-            [&sha256(&older)[..]],
-        )
-        .unwrap();
+    app.backdate_session(&older, 100);
     let list = list_sessions(&app, &older).await;
     assert_eq!(list[0]["id"], app.session_id(&newer));
     assert_eq!(list[1]["id"], app.session_id(&older));
@@ -547,11 +542,7 @@ async fn deleting_the_user_invalidates_their_tokens() {
     let app = spawn_app().await;
     let (id, token) = app.user_with_token("alice").await;
     let (_, bob) = app.user_with_token("bob").await;
-    let changed = app
-        .db()
-        .execute("DELETE FROM users WHERE id = ?1", [id])
-        .unwrap();
-    assert_eq!(changed, 1);
+    app.delete_user(id);
     assert_invalid_everywhere(&app, &token).await;
     assert_eq!(app.verify_bearer(&bob).await.status(), StatusCode::OK);
 }
@@ -578,8 +569,7 @@ async fn expired_rows_still_in_the_file_are_never_served_and_a_purge_keeps_valid
     assert_invalid_everywhere(&app, &expired).await;
     assert_eq!(list_sessions(&app, &valid).await.len(), 1);
     // What the background task runs, against the live file.
-    let purged =
-        latchkey::store::sessions::purge_expired(&app.db(), now()).expect("purge the test db");
+    let purged = app.purge_expired_sessions();
     assert_eq!(purged, 1);
     assert_eq!(app.stored_expiry(&expired), None);
     assert_eq!(app.verify_bearer(&valid).await.status(), StatusCode::OK);

@@ -1,0 +1,271 @@
+//! Database fixtures: rows are written through the store's own functions
+//! (`latchkey::store::{users, sessions, clients}`, `latchkey::auth`), on a
+//! connection configured as the server's (foreign keys on, so a deleted
+//! user's sessions go with them), so that every row keeps the store's
+//! invariants. Reads go through the store's functions too where one exists;
+//! what a test checks as an outside observer stays plain SQL in the test.
+
+use std::path::Path;
+
+use latchkey::auth::password::PasswordHashing;
+use latchkey::config::PasswordConfig;
+use latchkey::store::{clients, sessions, users, PooledConnection, Store};
+use rusqlite::Connection;
+
+use super::app::TestApp;
+
+/// SHA-256 of a token, computed here rather than by latchkey: what the
+/// server must store and look sessions up by.
+pub fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A plain connection to a database file, for reading what is stored.
+pub fn open_db(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open the database");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn
+}
+
+/// A connection from latchkey's own [`Store`] on `path`, as the server and
+/// the CLI write through, for writing fixtures.
+pub fn store_connection(path: &Path) -> PooledConnection {
+    Store::open(path, 1)
+        .expect("open store")
+        .connection()
+        .expect("a store connection")
+}
+
+/// The bytes of the database file and of any -wal/-shm/-journal beside it.
+pub fn database_bytes(db_path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut path = db_path.to_owned().into_os_string();
+        path.push(suffix);
+        if let Ok(mut content) = std::fs::read(&path) {
+            bytes.append(&mut content);
+        }
+    }
+    bytes
+}
+
+/// Creates a user whose hash is made with `passwords`; returns the id.
+pub fn insert_user(
+    conn: &Connection,
+    name: &str,
+    password: &str,
+    passwords: &PasswordConfig,
+    email: Option<&str>,
+    display_name: Option<&str>,
+) -> i64 {
+    let hash = PasswordHashing::new(passwords)
+        .unwrap()
+        .hash(password)
+        .unwrap();
+    users::insert(
+        conn,
+        &users::NewUser {
+            username: name,
+            password_hash: &hash,
+            email,
+            display_name,
+            created_at: latchkey::auth::unix_now(),
+        },
+    )
+    .expect("insert user")
+}
+
+/// Ends every session of `user_id` as the CLI does; returns how many.
+pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
+    sessions::delete_for_user(conn, user_id).expect("delete sessions")
+}
+
+/// A stored session's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+/// The times of the session stored under `token_hash`, if there is one.
+pub fn session_times(conn: &Connection, token_hash: &[u8; 32]) -> Option<SessionTimes> {
+    sessions::find_by_token_hash(conn, token_hash)
+        .expect("look the session up")
+        .map(|row| SessionTimes {
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            max_expires_at: row.max_expires_at,
+        })
+}
+
+/// Rewrites the times of the session stored under `token_hash`: how tests
+/// let time pass without waiting.
+///
+/// The one raw-SQL write of the harness: no store function moves a
+/// session's times back (`sessions::extend` only ever moves `expires_at`
+/// forward, as the server must). The row is keyed exactly as the store keys
+/// it, by `lookup_key` and `token_hash`.
+pub fn rewrite_session_times(conn: &Connection, token_hash: &[u8; 32], times: SessionTimes) {
+    let changed = conn
+        .execute(
+            "UPDATE sessions SET created_at = ?3, expires_at = ?4, max_expires_at = ?5
+             WHERE lookup_key = ?1 AND token_hash = ?2",
+            rusqlite::params![
+                sessions::lookup_key(token_hash),
+                &token_hash[..],
+                times.created_at,
+                times.expires_at,
+                times.max_expires_at
+            ],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "no session for that token");
+}
+
+impl TestApp {
+    /// A direct connection to the server's database file, for checking
+    /// what is stored.
+    pub fn db(&self) -> Connection {
+        open_db(&self.db_path)
+    }
+
+    /// A connection through latchkey's own store on the server's file, as
+    /// another process (the CLI) would have.
+    pub fn store_connection(&self) -> PooledConnection {
+        store_connection(&self.db_path)
+    }
+
+    /// The bytes of the server's database file and any -wal/-shm beside it.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        database_bytes(&self.db_path)
+    }
+
+    /// Creates a user with the server's password parameters; returns the id.
+    pub fn add_user(&self, name: &str, password: &str) -> i64 {
+        self.add_user_with(name, password, None, None)
+    }
+
+    pub fn add_user_with(
+        &self,
+        name: &str,
+        password: &str,
+        email: Option<&str>,
+        display_name: Option<&str>,
+    ) -> i64 {
+        let conn = self.store_connection();
+        insert_user(
+            &conn,
+            name,
+            password,
+            &self.config.password,
+            email,
+            display_name,
+        )
+    }
+
+    /// Creates a user whose hash is made with `passwords` rather than the
+    /// server's parameters; returns the id.
+    pub fn add_user_hashed_with(
+        &self,
+        name: &str,
+        password: &str,
+        passwords: &PasswordConfig,
+    ) -> i64 {
+        insert_user(
+            &self.store_connection(),
+            name,
+            password,
+            passwords,
+            None,
+            None,
+        )
+    }
+
+    /// The stored PHC password hash of user `id`.
+    pub fn password_hash(&self, id: i64) -> String {
+        users::find_by_id(&self.db(), id)
+            .unwrap()
+            .expect("the user exists")
+            .password_hash
+    }
+
+    /// Sets a user's `disabled` flag, as `latchkey user disable` does.
+    pub fn set_disabled(&self, id: i64, disabled: bool) {
+        let changed = users::set_disabled(&self.store_connection(), id, disabled).unwrap();
+        assert!(changed, "no user {id}");
+    }
+
+    /// Deletes a user (and so their sessions), as `latchkey user delete` does.
+    pub fn delete_user(&self, id: i64) {
+        let deleted = users::delete(&self.store_connection(), id).unwrap();
+        assert!(deleted, "no user {id}");
+    }
+
+    /// Creates an introspection client as `latchkey client add` does; returns its secret.
+    pub fn add_client(&self, id: &str) -> String {
+        latchkey::auth::add_client(&self.store_connection(), id)
+            .unwrap()
+            .secret
+            .expose()
+            .to_owned()
+    }
+
+    /// Removes an introspection client, as `latchkey client remove` does.
+    pub fn remove_client(&self, id: &str) {
+        let removed = clients::delete(&self.store_connection(), id).unwrap();
+        assert!(removed, "no client {id:?}");
+    }
+
+    /// Deletes expired sessions, as the server's background task does.
+    pub fn purge_expired_sessions(&self) -> usize {
+        sessions::purge_expired(&self.store_connection(), latchkey::auth::unix_now())
+            .expect("purge the test db")
+    }
+
+    /// The public session id of a token's session.
+    pub fn session_id(&self, token: &str) -> i64 {
+        sessions::find_by_token_hash(&self.db(), &sha256(token))
+            .unwrap()
+            .expect("a session for that token")
+            .session_id
+    }
+
+    /// `(expires_at, max_expires_at)` of a token's session as stored.
+    pub fn stored_expiry(&self, token: &str) -> Option<(i64, i64)> {
+        session_times(&self.db(), &sha256(token)).map(|t| (t.expires_at, t.max_expires_at))
+    }
+
+    /// Sets a session's expiries, to test expiry without waiting.
+    pub fn set_session_expiry(&self, token: &str, expires_at: i64, max_expires_at: i64) {
+        let conn = self.store_connection();
+        let hash = sha256(token);
+        let times = session_times(&conn, &hash).expect("no session for that token");
+        rewrite_session_times(
+            &conn,
+            &hash,
+            SessionTimes {
+                expires_at,
+                max_expires_at,
+                ..times
+            },
+        );
+    }
+
+    /// Moves a session's creation `seconds` into the past.
+    pub fn backdate_session(&self, token: &str, seconds: i64) {
+        let conn = self.store_connection();
+        let hash = sha256(token);
+        let times = session_times(&conn, &hash).expect("no session for that token");
+        rewrite_session_times(
+            &conn,
+            &hash,
+            SessionTimes {
+                created_at: times.created_at - seconds,
+                ..times
+            },
+        );
+    }
+}

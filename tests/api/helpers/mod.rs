@@ -1,0 +1,12 @@
+//! The test harness, one module per concern. Test files import helpers from
+//! here (`use crate::helpers::*`), never from each other; `tests/load.rs`
+//! includes this same module.
+//!
+//! - [`app`]: latchkey in this process on port 0, and the HTTP calls to any latchkey
+//! - [`db`]: database fixtures, written through the store's own functions
+
+pub mod app;
+pub mod db;
+
+pub use app::*;
+pub use db::*;
