@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::cli::{Sandbox, Server};
+use crate::helpers::{http_client_builder, Api, Sandbox, Server};
 
 /// Concurrent clients hammering the server.
 const TASKS: usize = 8;
@@ -69,8 +69,7 @@ fn nanos_now() -> u64 {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    http_client_builder()
         // A request the kill cut off errors at once; this only bounds a hang.
         .timeout(Duration::from_secs(5))
         .build()
@@ -180,13 +179,8 @@ async fn traffic(
 }
 
 /// Whether the restarted server calls `token` active.
-async fn is_active(http: &reqwest::Client, base: &str, token: &str) -> bool {
-    let response = http
-        .post(format!("{base}/introspect"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
+async fn is_active(api: &Api, token: &str) -> bool {
+    let response = api.introspect(token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     body["active"].as_bool().unwrap()
@@ -268,17 +262,19 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
     assert_eq!(integrity, "ok");
 
     let server = Server::start(&sandbox, &["serve"]);
-    let base = server.url("");
-    let http = client();
+    let api = Api {
+        client: client(),
+        ..server.api()
+    };
     let mut lost_logins = Vec::new();
     for token in &record.logins {
-        if !record.logout_sent.contains(token) && !is_active(&http, &base, token).await {
+        if !record.logout_sent.contains(token) && !is_active(&api, token).await {
             lost_logins.push(token);
         }
     }
     let mut undone_logouts = Vec::new();
     for token in &record.logouts {
-        if is_active(&http, &base, token).await {
+        if is_active(&api, token).await {
             undone_logouts.push(token);
         }
     }

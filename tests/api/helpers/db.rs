@@ -13,6 +13,7 @@ use latchkey::store::{clients, sessions, users, PooledConnection, Store};
 use rusqlite::Connection;
 
 use super::app::TestApp;
+use super::process::Sandbox;
 
 /// SHA-256 of a token, computed here rather than by latchkey: what the
 /// server must store and look sessions up by.
@@ -80,6 +81,64 @@ pub fn insert_user(
 /// Ends every session of `user_id` as the CLI does; returns how many.
 pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
     sessions::delete_for_user(conn, user_id).expect("delete sessions")
+}
+
+/// A session row to be stored by [`insert_session`].
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFixture<'a> {
+    /// The public id it must get; its token hash is 32 bytes of this id.
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+/// Stores a session through `sessions::insert`, under the public id the
+/// fixture names.
+///
+/// The store gives each new session the next id (max(id) + 1), so lower
+/// ids a test skips are filled by placeholder sessions while the fixture
+/// is stored, then deleted again through `sessions::delete_by_token_hash`.
+pub fn insert_session(conn: &Connection, fixture: &SessionFixture<'_>) {
+    let hash = [u8::try_from(fixture.id).expect("small id"); 32];
+    let session = sessions::NewSession {
+        token_hash: &hash,
+        user_id: fixture.user_id,
+        created_at: fixture.created_at,
+        expires_at: fixture.expires_at,
+        max_expires_at: fixture.max_expires_at,
+        ip: fixture.ip,
+        user_agent: fixture.user_agent,
+    };
+    let mut placeholders = Vec::new();
+    loop {
+        let id = sessions::insert(conn, &session)
+            .expect("insert session")
+            .expect("a free lookup key");
+        if id == fixture.id {
+            break;
+        }
+        assert!(id < fixture.id, "session id {} is taken", fixture.id);
+        // Hand `id` to a placeholder, so that the next try gets the next id.
+        assert!(sessions::delete_by_token_hash(conn, &hash).unwrap());
+        let placeholder = sha256(&format!("placeholder session {id}"));
+        let taken = sessions::insert(
+            conn,
+            &sessions::NewSession {
+                token_hash: &placeholder,
+                ..session
+            },
+        )
+        .expect("insert placeholder");
+        assert_eq!(taken, Some(id));
+        placeholders.push(placeholder);
+    }
+    for placeholder in &placeholders {
+        assert!(sessions::delete_by_token_hash(conn, placeholder).unwrap());
+    }
 }
 
 /// A stored session's times.
@@ -267,5 +326,86 @@ impl TestApp {
                 ..times
             },
         );
+    }
+}
+
+impl Sandbox {
+    /// A direct connection to the sandbox's database, for checking what is stored.
+    pub fn db(&self) -> Connection {
+        open_db(&self.db_path())
+    }
+
+    /// The bytes of the database file and of any -wal/-shm/-journal beside it.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        database_bytes(&self.db_path())
+    }
+
+    pub fn user_id(&self, name: &str) -> i64 {
+        users::find_by_name(&self.db(), name)
+            .unwrap()
+            .expect("user exists")
+            .id
+    }
+
+    pub fn user_count(&self) -> i64 {
+        users::count(&self.db()).unwrap()
+    }
+
+    /// The stored PHC password hash of user `name`.
+    pub fn stored_hash(&self, name: &str) -> String {
+        users::find_by_name(&self.db(), name)
+            .unwrap()
+            .expect("user exists")
+            .password_hash
+    }
+
+    /// Stores session `id` of `user_id`, with an absolute expiry an hour
+    /// after the idle one, from 192.0.2.1 by "test-agent".
+    pub fn insert_session(&self, id: i64, user_id: i64, created_at: i64, expires_at: i64) {
+        self.insert_session_full(
+            id,
+            user_id,
+            created_at,
+            expires_at,
+            expires_at + 3600,
+            "192.0.2.1",
+            "test-agent",
+        );
+    }
+
+    /// Stores session `id` with every field given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_session_full(
+        &self,
+        id: i64,
+        user_id: i64,
+        created_at: i64,
+        expires_at: i64,
+        max_expires_at: i64,
+        ip: &str,
+        user_agent: &str,
+    ) {
+        let fixture = SessionFixture {
+            id,
+            user_id,
+            created_at,
+            expires_at,
+            max_expires_at,
+            ip,
+            user_agent,
+        };
+        insert_session(&store_connection(&self.db_path()), &fixture);
+    }
+
+    /// Ids of the stored session rows, expired ones too, ascending.
+    pub fn session_ids(&self) -> Vec<i64> {
+        let conn = self.db();
+        let mut stmt = conn.prepare("SELECT id FROM sessions ORDER BY id").unwrap();
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        ids
     }
 }

@@ -3,10 +3,13 @@
 //! includes this same module.
 //!
 //! - [`app`]: latchkey in this process on port 0, and the HTTP calls to any latchkey
+//! - [`process`]: the real binary: commands run to completion, and `latchkey serve`
 //! - [`db`]: database fixtures, written through the store's own functions
 
 pub mod app;
 pub mod db;
+pub mod process;
 
 pub use app::*;
 pub use db::*;
+pub use process::*;
