@@ -4,12 +4,15 @@
 //!
 //! - [`app`]: latchkey in this process on port 0, and the HTTP calls to any latchkey
 //! - [`process`]: the real binary: commands run to completion, and `latchkey serve`
+//! - [`proxies`]: real nginx and Caddy in front of latchkey, and the app behind them
 //! - [`db`]: database fixtures, written through the store's own functions
 
 pub mod app;
 pub mod db;
 pub mod process;
+pub mod proxies;
 
 pub use app::*;
 pub use db::*;
 pub use process::*;
+pub use proxies::*;
