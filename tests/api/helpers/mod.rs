@@ -6,13 +6,16 @@
 //! - [`process`]: the real binary: commands run to completion, and `latchkey serve`
 //! - [`proxies`]: real nginx and Caddy in front of latchkey, and the app behind them
 //! - [`db`]: database fixtures, written through the store's own functions
+//! - [`rng`]: the one random generator
 
 pub mod app;
 pub mod db;
 pub mod process;
 pub mod proxies;
+pub mod rng;
 
 pub use app::*;
 pub use db::*;
 pub use process::*;
 pub use proxies::*;
+pub use rng::*;
