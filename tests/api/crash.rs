@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{http_client_builder, Api, Sandbox, Server};
+use crate::helpers::{http_client_builder, Api, Rng, Sandbox, Server};
 
 /// Concurrent clients hammering the server.
 const TASKS: usize = 8;
@@ -41,22 +41,6 @@ struct Record {
     unanswered: usize,
     /// Every answer the SPEC does not allow here (any 5xx among them).
     violations: Vec<String>,
-}
-
-/// A tiny xorshift generator: each task its own sequence, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 fn nanos_now() -> u64 {
@@ -87,7 +71,8 @@ async fn traffic(
     record: Arc<Mutex<Record>>,
 ) {
     let http = client();
-    let mut rng = Rng(nanos_now() ^ ((id as u64 + 1) << 32) | 1);
+    // Each task its own sequence.
+    let mut rng = Rng::new(nanos_now() ^ ((id as u64 + 1) << 32));
     let mut held: Vec<String> = Vec::new();
     let started = Instant::now();
     for _ in 0..MAX_REQUESTS_PER_TASK {
