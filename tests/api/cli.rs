@@ -11,7 +11,8 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::helpers::{
-    cheap_passwords, execute, http_client, now, sha256, Sandbox, Server, ADMIN_PASSWORD_PREFIX,
+    cheap_passwords, column, execute, http_client, now, scalar, sha256, Sandbox, Server,
+    ADMIN_PASSWORD_PREFIX,
 };
 
 const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED";
@@ -113,14 +114,11 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
     assert_eq!(display_name.as_deref(), Some("Alice Liddell"));
 
     let created = |name: &str| -> String {
-        let t: i64 = sandbox
-            .db()
-            .query_row(
-                "SELECT created_at FROM users WHERE username = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let t: i64 = scalar(
+            &sandbox.db(),
+            "SELECT created_at FROM users WHERE username = ?1",
+            [name],
+        );
         format_utc(t)
     };
     let run = sandbox.latchkey(&["user", "list"], None);
@@ -339,16 +337,7 @@ fn user_delete_removes_the_user_and_their_sessions_only() {
     assert_eq!(run.stdout, "Deleted \"alice\" and their sessions.\n");
     assert_eq!(run.stderr, "");
 
-    let users: Vec<String> = {
-        let conn = sandbox.db();
-        let mut stmt = conn.prepare("SELECT username FROM users").unwrap();
-        let names = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        names
-    };
+    let users: Vec<String> = column(&sandbox.db(), "SELECT username FROM users");
     assert_eq!(users, ["bob"]);
     assert_eq!(sandbox.session_ids(), vec![3]);
 }
@@ -523,14 +512,11 @@ fn client_add_prints_the_secret_alone_on_stdout_and_stores_only_its_hash() {
         "Created client \"nginx\". Its secret follows; it is shown only this once:\n"
     );
 
-    let stored: Vec<u8> = sandbox
-        .db()
-        .query_row(
-            "SELECT secret_hash FROM clients WHERE id = 'nginx'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: Vec<u8> = scalar(
+        &sandbox.db(),
+        "SELECT secret_hash FROM clients WHERE id = 'nginx'",
+        [],
+    );
     assert_eq!(stored, sha256(&secret));
     let bytes = sandbox.database_bytes();
     assert!(!bytes.is_empty());
@@ -560,10 +546,7 @@ fn client_add_refuses_a_duplicate_and_an_invalid_id() {
         let message = run.assert_error();
         assert!(message.contains("invalid client id"), "{bad:?}: {message}");
     }
-    let count: i64 = sandbox
-        .db()
-        .query_row("SELECT count(*) FROM clients", [], |r| r.get(0))
-        .unwrap();
+    let count: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
     assert_eq!(count, 1);
 }
 
@@ -578,12 +561,11 @@ fn client_list_and_remove() {
         sandbox.latchkey(&["client", "add", id], None).assert_ok();
     }
     let created = |id: &str| -> String {
-        let t: i64 = sandbox
-            .db()
-            .query_row("SELECT created_at FROM clients WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let t: i64 = scalar(
+            &sandbox.db(),
+            "SELECT created_at FROM clients WHERE id = ?1",
+            [id],
+        );
         format_utc(t)
     };
     let run = sandbox.latchkey(&["client", "list"], None);
@@ -621,19 +603,9 @@ fn client_list_and_remove() {
 /// Usernames in a database file, by id.
 fn usernames_in(path: &Path) -> Vec<String> {
     let conn = Connection::open(path).expect("open the backup");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("an SQLite database");
+    let check: String = scalar(&conn, "PRAGMA integrity_check", []);
     assert_eq!(check, "ok");
-    let mut stmt = conn
-        .prepare("SELECT username FROM users ORDER BY id")
-        .unwrap();
-    let names = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    names
+    column(&conn, "SELECT username FROM users ORDER BY id")
 }
 
 #[test]
@@ -654,9 +626,7 @@ fn backup_writes_a_standalone_sqlite_copy() {
     assert_eq!(usernames_in(&target), ["alice", "bob"]);
 
     let conn = Connection::open(&target).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = scalar(&conn, "PRAGMA journal_mode", []);
     assert_eq!(mode, "delete", "a backup needs no -wal beside it");
     drop(conn);
     let files: Vec<String> = std::fs::read_dir(sandbox.path("backups"))
@@ -702,10 +672,11 @@ async fn backup_works_while_the_server_is_running() {
     let run = sandbox.latchkey(&["backup", "snapshot.db"], None);
     run.assert_ok();
     assert_eq!(usernames_in(&target), ["admin", "carol"]);
-    let sessions: i64 = Connection::open(&target)
-        .unwrap()
-        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-        .unwrap();
+    let sessions: i64 = scalar(
+        &Connection::open(&target).unwrap(),
+        "SELECT count(*) FROM sessions",
+        [],
+    );
     assert_eq!(sessions, 1, "carol's login is in the copy");
 
     let health = http_client()
@@ -912,21 +883,12 @@ fn every_command_creates_and_migrates_the_database() {
         cmd.env("LATCHKEY_DATABASE__PATH", &db);
         execute(cmd, Some(b"pw\n")).assert_ok();
         let conn = Connection::open(&db).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = scalar(&conn, "PRAGMA user_version", []);
         assert_eq!(version, 2, "{args:?}");
-        let tables: Vec<String> = {
-            let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-                .unwrap();
-            let names = stmt
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            names
-        };
+        let tables: Vec<String> = column(
+            &conn,
+            "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+        );
         assert_eq!(tables, ["clients", "sessions", "users"], "{args:?}");
     }
     // And running again on an existing, current database changes nothing.
@@ -1037,14 +999,11 @@ fn a_database_from_a_newer_latchkey_is_refused_naming_its_version() {
             && message.contains(&sandbox.db_path().display().to_string()),
         "{message}"
     );
-    let tables: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let tables: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+        [],
+    );
     assert_eq!(tables, 0, "no tables written into it");
 }
 
@@ -1061,19 +1020,13 @@ fn another_programs_sqlite_database_is_refused() {
         message.contains(&sandbox.db_path().display().to_string()),
         "{message}"
     );
-    let body: String = sandbox
-        .db()
-        .query_row("SELECT body FROM notes", [], |r| r.get(0))
-        .unwrap();
+    let body: String = scalar(&sandbox.db(), "SELECT body FROM notes", []);
     assert_eq!(body, "keep me");
-    let users: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let users: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
+        [],
+    );
     assert_eq!(users, 0);
 }
 
@@ -1130,14 +1083,11 @@ async fn serve_does_not_create_admin_when_users_exist() {
     assert_eq!(response.status(), StatusCode::OK);
     let (stdout, _) = server.stop();
     assert_eq!(stdout, Vec::<String>::new());
-    let admins: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM users WHERE username = 'admin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let admins: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM users WHERE username = 'admin'",
+        [],
+    );
     assert_eq!(admins, 0);
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{http_client_builder, Api, Rng, Sandbox, Server};
+use crate::helpers::{http_client_builder, scalar, Api, Rng, Sandbox, Server};
 
 /// Concurrent clients hammering the server.
 const TASKS: usize = 8;
@@ -240,10 +240,7 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
     assert!(!record.logouts.is_empty(), "no logout was answered");
 
     // The file the crash left behind is intact (opening it replays the WAL).
-    let integrity: String = sandbox
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
     assert_eq!(integrity, "ok");
 
     let server = Server::start(&sandbox, &["serve"]);
@@ -277,10 +274,7 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
         record.logouts.len()
     );
 
-    let integrity: String = sandbox
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
     assert_eq!(integrity, "ok");
     println!("whole test: {:?}", test_started.elapsed());
 }

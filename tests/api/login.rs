@@ -70,12 +70,7 @@ async fn json_login_returns_a_bearer_token_with_expiries_from_the_configured_lif
     assert!(header(&response, "content-type").starts_with("application/json"));
     assert_eq!(header(&response, "cache-control"), "no-store");
     let body: Value = response.json().await.unwrap();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&body);
     assert_eq!(
         keys,
         BTreeSet::from([

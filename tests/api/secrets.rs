@@ -8,7 +8,7 @@ use base64::Engine;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{execute, sha256, Run, Sandbox, Server};
+use crate::helpers::{execute, scalar, sha256, Run, Sandbox, Server};
 
 const COOKIE: &str = "latchkey_session";
 const PASSWORD: &str = "Tr0ub4dor&3 alice's right password";
@@ -279,24 +279,20 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
 
     // The hashes searched for above are really the ones the server stores.
     let db = sandbox.db();
-    let stored: i64 = db
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE token_hash = ?1",
-            [&sha256(&admin_token)[..]],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM sessions WHERE token_hash = ?1",
+        [&sha256(&admin_token)[..]],
+    );
     assert_eq!(
         stored, 1,
         "the admin's session is stored under another hash"
     );
-    let stored: Vec<u8> = db
-        .query_row(
-            "SELECT secret_hash FROM clients WHERE id = 'proxy'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: Vec<u8> = scalar(
+        &db,
+        "SELECT secret_hash FROM clients WHERE id = 'proxy'",
+        [],
+    );
     assert_eq!(stored, sha256(&client_secret));
     drop(db);
 

@@ -263,12 +263,7 @@ async fn me_has_null_email_and_display_name_when_the_user_has_none() {
     assert_eq!(body["username"], "bob");
     assert!(body["email"].is_null(), "{body}");
     assert!(body["display_name"].is_null(), "{body}");
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&body);
     assert_eq!(
         keys,
         BTreeSet::from([
@@ -332,12 +327,7 @@ async fn sessions_lists_the_users_sessions_newest_first_marking_the_current_one(
         .collect();
     assert_eq!(current, [false, true, false]);
     for (session, token) in list.iter().zip([&third, &second, &first]) {
-        let keys: BTreeSet<&str> = session
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(session);
         assert_eq!(
             keys,
             BTreeSet::from([

@@ -305,10 +305,7 @@ async fn sweep(seed: u64, requests: usize, deadline: Instant) -> Tally {
     if let Err(e) = checkpoint(&app, &fuzzer.world, &sentinel).await {
         panic!("fuzz: {e}\nseed {seed:#x}, at the end (replay: {replay})");
     }
-    let integrity: String = app
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = scalar(&app.db(), "PRAGMA integrity_check", []);
     assert_eq!(integrity, "ok", "seed {seed:#x}: the database file");
     tally
 }

@@ -2,6 +2,7 @@
 //! ([`TestApp`]), and the HTTP calls tests make to any latchkey, this one or
 //! the real binary ([`Api`]), down to raw bytes on a TCP connection.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -317,6 +318,16 @@ pub fn header(response: &Response, name: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
+}
+
+/// The keys of a JSON object (panics if `value` is not one).
+pub fn keys_of(value: &Value) -> BTreeSet<&str> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
 }
 
 /// A JSON login body for alice of exactly `len` bytes, padded with a field

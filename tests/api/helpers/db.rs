@@ -10,7 +10,8 @@ use std::path::Path;
 use latchkey::auth::password::PasswordHashing;
 use latchkey::config::PasswordConfig;
 use latchkey::store::{clients, sessions, users, PooledConnection, Store};
-use rusqlite::Connection;
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, Params};
 
 use super::app::TestApp;
 use super::process::Sandbox;
@@ -28,6 +29,23 @@ pub fn open_db(path: &Path) -> Connection {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
     conn
+}
+
+/// One value read with plain SQL: how a test looks at a file as an outside
+/// observer, with none of latchkey's code in between.
+pub fn scalar<T: FromSql>(conn: &Connection, sql: &str, params: impl Params) -> T {
+    conn.query_row(sql, params, |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The first column of every row read with plain SQL, in order.
+pub fn column<T: FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let values = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<T>, _>>())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    values
 }
 
 /// A connection from latchkey's own [`Store`] on `path`, as the server and
@@ -299,33 +317,26 @@ impl TestApp {
 
     /// Sets a session's expiries, to test expiry without waiting.
     pub fn set_session_expiry(&self, token: &str, expires_at: i64, max_expires_at: i64) {
-        let conn = self.store_connection();
-        let hash = sha256(token);
-        let times = session_times(&conn, &hash).expect("no session for that token");
-        rewrite_session_times(
-            &conn,
-            &hash,
-            SessionTimes {
-                expires_at,
-                max_expires_at,
-                ..times
-            },
-        );
+        self.change_session_times(token, |times| SessionTimes {
+            expires_at,
+            max_expires_at,
+            ..times
+        });
     }
 
     /// Moves a session's creation `seconds` into the past.
     pub fn backdate_session(&self, token: &str, seconds: i64) {
+        self.change_session_times(token, |times| SessionTimes {
+            created_at: times.created_at - seconds,
+            ..times
+        });
+    }
+
+    fn change_session_times(&self, token: &str, change: impl FnOnce(SessionTimes) -> SessionTimes) {
         let conn = self.store_connection();
         let hash = sha256(token);
         let times = session_times(&conn, &hash).expect("no session for that token");
-        rewrite_session_times(
-            &conn,
-            &hash,
-            SessionTimes {
-                created_at: times.created_at - seconds,
-                ..times
-            },
-        );
+        rewrite_session_times(&conn, &hash, change(times));
     }
 }
 
@@ -399,13 +410,6 @@ impl Sandbox {
 
     /// Ids of the stored session rows, expired ones too, ascending.
     pub fn session_ids(&self) -> Vec<i64> {
-        let conn = self.db();
-        let mut stmt = conn.prepare("SELECT id FROM sessions ORDER BY id").unwrap();
-        let ids = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        ids
+        column(&self.db(), "SELECT id FROM sessions ORDER BY id")
     }
 }

@@ -78,6 +78,30 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
+    /// Starts `command`, which logs to `log` and keeps its files in `dir`,
+    /// and waits for it to listen on `port`.
+    fn start(
+        mut command: Command,
+        port: u16,
+        log: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> ProxyProcess {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proxy = ProxyProcess {
+            _child: ChildGuard(child),
+            log,
+            _dir: dir,
+        };
+        wait_for_port(port, || {
+            format!("proxy did not start listening; its log:\n{}", proxy.log())
+        });
+        proxy
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -175,27 +199,16 @@ fn start_nginx(nginx: &Path, port: u16, latchkey: &str, app: SocketAddr) -> Prox
         site = prefix.join("site.conf").display(),
     );
     std::fs::write(prefix.join("nginx.conf"), main).unwrap();
-    let child = Command::new(nginx)
+    let mut nginx = Command::new(nginx);
+    nginx
         .arg("-p")
         .arg(prefix)
         .arg("-c")
         .arg(prefix.join("nginx.conf"))
         .arg("-e")
         .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = ProxyProcess {
-        _child: ChildGuard(child),
-        log,
-        _dir: dir,
-    };
-    wait_for_port(port, || {
-        format!("proxy did not start listening; its log:\n{}", proxy.log())
-    });
-    proxy
+        .stderr(Stdio::null());
+    ProxyProcess::start(nginx, port, log, dir)
 }
 
 fn start_caddy(caddy: &Path, port: u16, latchkey: &str, app: SocketAddr) -> ProxyProcess {
@@ -225,26 +238,15 @@ fn start_caddy(caddy: &Path, port: u16, latchkey: &str, app: SocketAddr) -> Prox
     );
     std::fs::write(prefix.join("Caddyfile"), global + &site).unwrap();
     let log = prefix.join("caddy.log");
-    let child = Command::new(caddy)
+    let mut caddy = Command::new(caddy);
+    caddy
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(prefix.join("Caddyfile"))
         .env("HOME", prefix)
         .env("XDG_DATA_HOME", prefix.join("data"))
         .env("XDG_CONFIG_HOME", prefix.join("config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let proxy = ProxyProcess {
-        _child: ChildGuard(child),
-        log,
-        _dir: dir,
-    };
-    wait_for_port(port, || {
-        format!("proxy did not start listening; its log:\n{}", proxy.log())
-    });
-    proxy
+        .stderr(std::fs::File::create(&log).unwrap());
+    ProxyProcess::start(caddy, port, log, dir)
 }
 
 /// latchkey configured as `examples/latchkey.toml` says for a proxy on
