@@ -8,8 +8,10 @@
 //! realistic argon2 parameters are used.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
+// The integration tests' own harness, shared rather than copied; this
+// binary uses only part of it.
+#[path = "api/helpers/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,16 +33,6 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn percentile(mut samples: Vec<Duration>, pct: usize) -> Duration {
     samples.sort();
     samples[(samples.len() * pct / 100).min(samples.len() - 1)]
-}
-
-/// `VmRSS` of a `/proc/<pid>/status` file, in KiB.
-fn rss_of(status_file: &str) -> u64 {
-    let status = std::fs::read_to_string(status_file).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 async fn spawn_realistic_app() -> TestApp {
@@ -65,9 +57,7 @@ async fn unknown_user_wrong_password_and_disabled_user_take_the_same_time() {
     let app = spawn_realistic_app().await;
     app.add_user("alice", "alice's password");
     let carol = app.add_user("carol", "carol's password");
-    app.db()
-        .execute("UPDATE users SET disabled = 1 WHERE id = ?1", [carol])
-        .unwrap();
+    app.set_disabled(carol, true);
     // Warm up connections and caches.
     timed_login(&app, "alice", "warm-up").await;
 
@@ -98,111 +88,34 @@ async fn unknown_user_wrong_password_and_disabled_user_take_the_same_time() {
     );
 }
 
-/// The real server binary on a fresh database, killed when dropped.
-struct ServerProcess {
-    child: std::process::Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// `latchkey serve` on a fresh database with SPEC-default argon2 and two
+/// workers, after `latchkey user add` of each of `users`.
+fn start_realistic_server(sandbox: &Sandbox, users: &[(&str, &str)]) -> Server {
+    for (name, password) in users {
+        sandbox.add_user(name, password);
     }
+    let mut serve = sandbox.serve_command(&["serve"]);
+    serve
+        .env("LATCHKEY_SERVER__WORKERS", "2")
+        .env("LATCHKEY_LOGIN__MAX_FAILURES", "1000000");
+    Server::spawn(serve)
 }
 
-impl ServerProcess {
-    /// Starts `latchkey serve` with SPEC-default argon2 and two workers.
-    fn start(users: &[(&str, &str)]) -> ServerProcess {
-        use std::io::{BufRead, BufReader, Write};
-        use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("latchkey.db");
-        let latchkey = |args: &[&str]| {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-            command
-                .args(args)
-                .current_dir(dir.path())
-                .env("LATCHKEY_DATABASE__PATH", &db)
-                .env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
-                .env("LATCHKEY_SERVER__WORKERS", "2")
-                .env("LATCHKEY_LOGIN__MAX_FAILURES", "1000000")
-                .env_remove("RUST_LOG");
-            command
-        };
-        for (name, password) in users {
-            let mut add = latchkey(&["user", "add", name, "--password-stdin"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            writeln!(add.stdin.take().unwrap(), "{password}").unwrap();
-            assert!(add.wait().unwrap().success());
-        }
-        let mut child = latchkey(&["serve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (found, address) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let _ = found.send(line[at + "listening on ".len()..].trim().to_owned());
-                }
-            }
-        });
-        let address = address
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server started");
-        ServerProcess {
-            child,
-            address,
-            _dir: dir,
-        }
-    }
-
-    /// Resident memory of the server process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        rss_of(&format!("/proc/{}/status", self.child.id()))
-    }
+/// Resident memory of a process (`VmRSS` in `/proc/<pid>/status`), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
-async fn login_token(
-    client: &reqwest::Client,
-    address: &str,
-    user: &str,
-    password: &str,
-) -> String {
-    let response = client
-        .post(format!("{address}/login"))
-        .json(&serde_json::json!({ "username": user, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn timed_verifies(
-    client: &reqwest::Client,
-    address: &str,
-    token: &str,
-    count: usize,
-) -> Vec<Duration> {
+async fn timed_verifies(api: &Api, token: &str, count: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        let response = client
-            .get(format!("{address}/verify"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let response = api.verify_bearer(token).await;
         assert_eq!(response.status(), StatusCode::OK);
         times.push(started.elapsed());
     }
@@ -212,14 +125,15 @@ async fn timed_verifies(
 #[tokio::test]
 async fn a_login_flood_gets_fast_503s_while_token_checks_stay_fast_and_memory_bounded() {
     let _serial = SERIAL.lock().await;
-    let server = ServerProcess::start(&[("alice", "alice's password")]);
-    let address = server.address.clone();
-    let client = reqwest::Client::new();
-    let token = login_token(&client, &address, "alice", "alice's password").await;
+    let sandbox = Sandbox::with_spec_passwords();
+    let server = start_realistic_server(&sandbox, &[("alice", "alice's password")]);
+    let api = server.api();
+    let (client, address) = (api.client.clone(), api.address.clone());
+    let token = api.login_token("alice", "alice's password").await;
 
     // Token checks on an idle server.
-    let idle = timed_verifies(&client, &address, &token, 300).await;
-    let rss_before = server.rss_kib();
+    let idle = timed_verifies(&api, &token, 300).await;
+    let rss_before = rss_kib(server.pid());
 
     // The flood: far more concurrent logins than the hashing pool can take,
     // keeping both hashing threads busy all along. Each flooder retries about
@@ -261,8 +175,8 @@ async fn a_login_flood_gets_fast_503s_while_token_checks_stay_fast_and_memory_bo
     let mut flooded = Vec::new();
     let flood_ends = Instant::now() + Duration::from_secs(2);
     while Instant::now() < flood_ends {
-        flooded.extend(timed_verifies(&client, &address, &token, 50).await);
-        peak_rss = peak_rss.max(server.rss_kib());
+        flooded.extend(timed_verifies(&api, &token, 50).await);
+        peak_rss = peak_rss.max(rss_kib(server.pid()));
     }
     stop.store(true, Ordering::Relaxed);
     let mut answers = Vec::new();

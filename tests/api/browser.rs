@@ -6,16 +6,14 @@
 //! It saves a screenshot of the login page to `target/login-page.png`
 //! (docs/login-page.png is a copy of it).
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::proxy::{installed, spawn_echo_app, start_nginx_for_test};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -175,16 +173,6 @@ impl WebDriver {
     }
 }
 
-/// chromedriver, killed (by its own PID) when dropped.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_person_logs_in_through_nginx_in_a_real_browser() {
     let (Some(nginx), Some(chromedriver), Some(_)) = (
@@ -194,22 +182,13 @@ async fn a_person_logs_in_through_nginx_in_a_real_browser() {
     ) else {
         return;
     };
-    let latchkey = spawn_app_with(|config| {
-        config.session.cookie_domain = ".example.com".into();
-        config.session.cookie_secure = false;
-        config.server.trusted_proxies = vec![latchkey::config::IpNet::parse("127.0.0.1").unwrap()];
-    })
-    .await;
+    let latchkey = spawn_latchkey_for_proxy().await;
     latchkey.add_user_with("alice", PASSWORD, Some("alice@example.com"), None);
     let app = spawn_echo_app();
     let (port, _proxy) = start_nginx_for_test(&nginx, &latchkey, &app);
 
-    let driver_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _driver = Driver(
+    let driver_port = free_port();
+    let _driver = ChildGuard(
         Command::new(chromedriver)
             .arg(format!("--port={driver_port}"))
             .stdin(Stdio::null())
@@ -218,11 +197,7 @@ async fn a_person_logs_in_through_nginx_in_a_real_browser() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", driver_port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(driver_port, || "chromedriver did not start".to_owned());
     let profile = tempfile::tempdir().unwrap();
     let browser = WebDriver::start(driver_port, profile.path()).await;
 

@@ -1,287 +1,23 @@
 //! Tests: cli. The real `latchkey` binary, run as an administrator would,
 //! each test in its own temporary directory with its own database.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use latchkey::auth::password::PasswordHashing;
 use latchkey::cli::format_utc;
 use reqwest::StatusCode;
-use rusqlite::{params, Connection};
-use serde_json::{json, Value};
+use rusqlite::Connection;
+use serde_json::Value;
 
-use crate::helpers::{cheap_passwords, now, sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
-/// No command may take longer than this; a hang fails the test instead.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+use crate::helpers::{
+    cheap_passwords, column, execute, http_client, now, scalar, sha256, Sandbox, Server,
+    ADMIN_PASSWORD_PREFIX,
+};
 
 const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED";
 const SESSION_HEADER: &str = "ID  USER  CREATED  EXPIRES  IP  USER AGENT";
 const CLIENT_HEADER: &str = "ID  CREATED";
-
-/// How a finished command ended.
-#[derive(Debug)]
-pub(crate) struct Run {
-    code: i32,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub(crate) fn assert_ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected success: {self:#?}");
-        self
-    }
-
-    /// Exit status 1 with exactly one `error: ` line on stderr and nothing on stdout.
-    #[track_caller]
-    fn assert_error(&self) -> &str {
-        assert_eq!(self.code, 1, "expected exit status 1: {self:#?}");
-        assert_eq!(self.stdout, "", "nothing on stdout on error: {self:#?}");
-        assert!(
-            self.stderr.starts_with("error: ")
-                && self.stderr.ends_with('\n')
-                && self.stderr.lines().count() == 1,
-            "expected one `error: ` line on stderr: {self:#?}"
-        );
-        self.stderr.trim_end()
-    }
-
-    /// Exit status 2, usage on stderr, nothing on stdout.
-    #[track_caller]
-    fn assert_usage_error(&self) {
-        assert_eq!(self.code, 2, "expected exit status 2: {self:#?}");
-        assert_eq!(self.stdout, "", "{self:#?}");
-        assert!(
-            self.stderr.starts_with("error: ") && self.stderr.contains("Usage: latchkey"),
-            "expected an error and the usage on stderr: {self:#?}"
-        );
-    }
-}
-
-/// A temporary working directory holding the database of one test.
-pub(crate) struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    pub(crate) fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.path("latchkey.db")
-    }
-
-    /// The binary in this directory with no LATCHKEY_ variable from outside.
-    fn bare_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).current_dir(self.dir.path());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LATCHKEY_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env_remove("RUST_LOG");
-        cmd
-    }
-
-    /// The binary on this sandbox's database, with cheap argon2.
-    pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.bare_command(args);
-        cmd.env("LATCHKEY_DATABASE__PATH", self.db_path())
-            .env("LATCHKEY_PASSWORD__MEMORY_KIB", "8")
-            .env("LATCHKEY_PASSWORD__ITERATIONS", "1");
-        cmd
-    }
-
-    /// Runs `latchkey ARGS` to completion, `stdin` piped in (or /dev/null).
-    fn latchkey(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        execute(self.command(args), stdin.map(str::as_bytes))
-    }
-
-    /// `user add NAME --password-stdin`, which must succeed.
-    pub(crate) fn add_user(&self, name: &str, password: &str) -> i64 {
-        self.latchkey(
-            &["user", "add", name, "--password-stdin"],
-            Some(&format!("{password}\n")),
-        )
-        .assert_ok();
-        self.user_id(name)
-    }
-
-    pub(crate) fn db(&self) -> Connection {
-        let conn = Connection::open(self.db_path()).expect("open the database");
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn
-    }
-
-    fn user_id(&self, name: &str) -> i64 {
-        self.db()
-            .query_row("SELECT id FROM users WHERE username = ?1", [name], |r| {
-                r.get(0)
-            })
-            .expect("user exists")
-    }
-
-    fn user_count(&self) -> i64 {
-        self.db()
-            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    fn stored_hash(&self, name: &str) -> String {
-        self.db()
-            .query_row(
-                "SELECT password_hash FROM users WHERE username = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .expect("user exists")
-    }
-
-    /// Inserts a session row directly; its token hash is 32 bytes of `id`.
-    fn insert_session(&self, id: i64, user_id: i64, created_at: i64, expires_at: i64) {
-        self.insert_session_full(
-            id,
-            user_id,
-            created_at,
-            expires_at,
-            expires_at + 3600,
-            "192.0.2.1",
-            "test-agent",
-        );
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn insert_session_full(
-        &self,
-        id: i64,
-        user_id: i64,
-        created_at: i64,
-        expires_at: i64,
-        max_expires_at: i64,
-        ip: &str,
-        user_agent: &str,
-    ) {
-        let token_hash = [u8::try_from(id).expect("small id"); 32];
-        self.db()
-            .execute(
-                "INSERT INTO sessions (token_hash, id, user_id, created_at, expires_at,
-                                       max_expires_at, ip, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    &token_hash[..],
-                    id,
-                    user_id,
-                    created_at,
-                    expires_at,
-                    max_expires_at,
-                    ip,
-                    user_agent
-                ],
-            )
-            .expect("insert session");
-    }
-
-    /// Ids of the stored session rows, ascending.
-    fn session_ids(&self) -> Vec<i64> {
-        let conn = self.db();
-        let mut stmt = conn.prepare("SELECT id FROM sessions ORDER BY id").unwrap();
-        let ids = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        ids
-    }
-
-    /// The bytes of the database file and of any -wal/-shm/-journal beside it.
-    pub(crate) fn database_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut path = self.db_path().into_os_string();
-            path.push(suffix);
-            if let Ok(mut content) = std::fs::read(&path) {
-                bytes.append(&mut content);
-            }
-        }
-        bytes
-    }
-}
-
-/// Kills a child process when dropped, so a failed assertion never leaves
-/// a latchkey running.
-pub(crate) struct ChildGuard(pub(crate) Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `cmd` to completion within [`DEADLINE`], feeding it `stdin`.
-pub(crate) fn execute(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let description = format!("{cmd:?}");
-    let mut child = ChildGuard(cmd.spawn().expect("start latchkey"));
-    if let Some(input) = stdin {
-        let mut pipe = child.0.stdin.take().expect("stdin pipe");
-        let input = input.to_vec();
-        // The command may exit without reading it all: ignore a broken pipe.
-        thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    let stdout = read_all(child.0.stdout.take().expect("stdout pipe"));
-    let stderr = read_all(child.0.stderr.take().expect("stderr pipe"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for latchkey") {
-            break status;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{description} did not finish within {DEADLINE:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    };
-    let text = |h: thread::JoinHandle<Vec<u8>>| {
-        String::from_utf8(h.join().expect("reader thread")).expect("UTF-8 output")
-    };
-    Run {
-        code: status.code().expect("exited, not killed by a signal"),
-        stdout: text(stdout),
-        stderr: text(stderr),
-    }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
 
 /// The whitespace-separated words of each line: table rows without padding.
 fn words(text: &str) -> Vec<Vec<&str>> {
@@ -294,159 +30,9 @@ fn hashing() -> PasswordHashing {
     PasswordHashing::new(&cheap_passwords()).unwrap()
 }
 
-// ---------------------------------------------------------------------------
-// A running `latchkey serve`.
-
-enum Line {
-    Out(String),
-    Err(String),
-}
-
-/// A `latchkey serve` child on port 0; killed by its own handle when dropped.
-pub(crate) struct Server {
-    child: Child,
-    lines: mpsc::Receiver<Line>,
-    stdout: Vec<String>,
-    stderr: Vec<String>,
-    port: u16,
-}
-
-impl Server {
-    /// Starts `latchkey ARGS` (a serve) and waits for its "listening on" log line.
-    pub(crate) fn start(sandbox: &Sandbox, args: &[&str]) -> Server {
-        let mut cmd = sandbox.command(args);
-        cmd.env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
-            .env("LATCHKEY_SERVER__WORKERS", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start latchkey serve");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout pipe");
-        let err = child.stderr.take().expect("stderr pipe");
-        let tx_err = tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(Line::Out(line)).is_err() {
-                    break;
-                }
-            }
-        });
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx_err.send(Line::Err(line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            port: 0,
-        };
-        let listening = server.wait_for_stderr("listening on http://127.0.0.1:");
-        let port = listening
-            .split("listening on http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {listening:?}"));
-        server.port = port;
-        server
-    }
-
-    fn receive(&mut self, timeout: Duration) -> Result<(), mpsc::RecvTimeoutError> {
-        match self.lines.recv_timeout(timeout)? {
-            Line::Out(line) => self.stdout.push(line),
-            Line::Err(line) => self.stderr.push(line),
-        }
-        Ok(())
-    }
-
-    /// The first stderr line containing `needle`, waiting at most [`DEADLINE`].
-    fn wait_for_stderr(&mut self, needle: &str) -> String {
-        self.wait_for(needle, |server| &server.stderr)
-    }
-
-    /// The first stdout line containing `needle`, waiting at most [`DEADLINE`].
-    fn wait_for_stdout(&mut self, needle: &str) -> String {
-        self.wait_for(needle, |server| &server.stdout)
-    }
-
-    fn wait_for(&mut self, needle: &str, lines: fn(&Server) -> &Vec<String>) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some(line) = lines(self).iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = DEADLINE.saturating_sub(started.elapsed());
-            if let Err(e) = self.receive(left) {
-                panic!(
-                    "no line with {needle:?} ({e:?}); stdout {:#?}, stderr {:#?}",
-                    self.stdout, self.stderr
-                );
-            }
-        }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    /// Kills the server and returns everything it wrote: (stdout, stderr) lines.
-    pub(crate) fn stop(mut self) -> (Vec<String>, Vec<String>) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let started = Instant::now();
-        // The readers end at EOF, which closes the channel.
-        while started.elapsed() < DEADLINE {
-            if let Err(mpsc::RecvTimeoutError::Disconnected) =
-                self.receive(Duration::from_millis(100))
-            {
-                break;
-            }
-        }
-        (
-            std::mem::take(&mut self.stdout),
-            std::mem::take(&mut self.stderr),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("http client")
-}
-
-async fn login(server: &Server, username: &str, password: &str) -> reqwest::Response {
-    http()
-        .post(server.url("/login"))
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("request")
-}
-
-pub(crate) const ADMIN_PASSWORD_PREFIX: &str = "Created user \"admin\" with password: ";
-
 /// Waits for the first-start message and returns the admin password in it.
 fn wait_for_admin_password(server: &mut Server) -> String {
-    let line = server.wait_for_stdout(ADMIN_PASSWORD_PREFIX);
-    let password = line
-        .strip_prefix(ADMIN_PASSWORD_PREFIX)
-        .unwrap_or_else(|| panic!("not at the start of the line: {line:?}"))
-        .to_owned();
+    let password = server.admin_password();
     assert_eq!(password.len(), 43, "{password:?}");
     assert!(
         password
@@ -528,14 +114,11 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
     assert_eq!(display_name.as_deref(), Some("Alice Liddell"));
 
     let created = |name: &str| -> String {
-        let t: i64 = sandbox
-            .db()
-            .query_row(
-                "SELECT created_at FROM users WHERE username = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let t: i64 = scalar(
+            &sandbox.db(),
+            "SELECT created_at FROM users WHERE username = ?1",
+            [name],
+        );
         format_utc(t)
     };
     let run = sandbox.latchkey(&["user", "list"], None);
@@ -642,7 +225,7 @@ fn user_add_without_password_stdin_and_without_a_terminal_says_to_use_it() {
         detached
             .arg(cmd.get_program())
             .args(cmd.get_args())
-            .current_dir(sandbox.dir.path());
+            .current_dir(sandbox.dir());
         for (name, value) in cmd.get_envs() {
             match value {
                 Some(value) => detached.env(name, value),
@@ -754,16 +337,7 @@ fn user_delete_removes_the_user_and_their_sessions_only() {
     assert_eq!(run.stdout, "Deleted \"alice\" and their sessions.\n");
     assert_eq!(run.stderr, "");
 
-    let users: Vec<String> = {
-        let conn = sandbox.db();
-        let mut stmt = conn.prepare("SELECT username FROM users").unwrap();
-        let names = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        names
-    };
+    let users: Vec<String> = column(&sandbox.db(), "SELECT username FROM users");
     assert_eq!(users, ["bob"]);
     assert_eq!(sandbox.session_ids(), vec![3]);
 }
@@ -938,14 +512,11 @@ fn client_add_prints_the_secret_alone_on_stdout_and_stores_only_its_hash() {
         "Created client \"nginx\". Its secret follows; it is shown only this once:\n"
     );
 
-    let stored: Vec<u8> = sandbox
-        .db()
-        .query_row(
-            "SELECT secret_hash FROM clients WHERE id = 'nginx'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: Vec<u8> = scalar(
+        &sandbox.db(),
+        "SELECT secret_hash FROM clients WHERE id = 'nginx'",
+        [],
+    );
     assert_eq!(stored, sha256(&secret));
     let bytes = sandbox.database_bytes();
     assert!(!bytes.is_empty());
@@ -975,10 +546,7 @@ fn client_add_refuses_a_duplicate_and_an_invalid_id() {
         let message = run.assert_error();
         assert!(message.contains("invalid client id"), "{bad:?}: {message}");
     }
-    let count: i64 = sandbox
-        .db()
-        .query_row("SELECT count(*) FROM clients", [], |r| r.get(0))
-        .unwrap();
+    let count: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
     assert_eq!(count, 1);
 }
 
@@ -993,12 +561,11 @@ fn client_list_and_remove() {
         sandbox.latchkey(&["client", "add", id], None).assert_ok();
     }
     let created = |id: &str| -> String {
-        let t: i64 = sandbox
-            .db()
-            .query_row("SELECT created_at FROM clients WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let t: i64 = scalar(
+            &sandbox.db(),
+            "SELECT created_at FROM clients WHERE id = ?1",
+            [id],
+        );
         format_utc(t)
     };
     let run = sandbox.latchkey(&["client", "list"], None);
@@ -1036,19 +603,9 @@ fn client_list_and_remove() {
 /// Usernames in a database file, by id.
 fn usernames_in(path: &Path) -> Vec<String> {
     let conn = Connection::open(path).expect("open the backup");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("an SQLite database");
+    let check: String = scalar(&conn, "PRAGMA integrity_check", []);
     assert_eq!(check, "ok");
-    let mut stmt = conn
-        .prepare("SELECT username FROM users ORDER BY id")
-        .unwrap();
-    let names = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    names
+    column(&conn, "SELECT username FROM users ORDER BY id")
 }
 
 #[test]
@@ -1069,9 +626,7 @@ fn backup_writes_a_standalone_sqlite_copy() {
     assert_eq!(usernames_in(&target), ["alice", "bob"]);
 
     let conn = Connection::open(&target).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = scalar(&conn, "PRAGMA journal_mode", []);
     assert_eq!(mode, "delete", "a backup needs no -wal beside it");
     drop(conn);
     let files: Vec<String> = std::fs::read_dir(sandbox.path("backups"))
@@ -1110,20 +665,25 @@ async fn backup_works_while_the_server_is_running() {
 
     // Admin commands work beside the running server, and it sees their effect.
     sandbox.add_user("carol", "carols password");
-    let response = login(&server, "carol", "carols password").await;
+    let response = server.api().login("carol", "carols password").await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let target = sandbox.path("snapshot.db");
     let run = sandbox.latchkey(&["backup", "snapshot.db"], None);
     run.assert_ok();
     assert_eq!(usernames_in(&target), ["admin", "carol"]);
-    let sessions: i64 = Connection::open(&target)
-        .unwrap()
-        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-        .unwrap();
+    let sessions: i64 = scalar(
+        &Connection::open(&target).unwrap(),
+        "SELECT count(*) FROM sessions",
+        [],
+    );
     assert_eq!(sessions, 1, "carol's login is in the copy");
 
-    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    let health = http_client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     server.stop();
 }
@@ -1323,21 +883,12 @@ fn every_command_creates_and_migrates_the_database() {
         cmd.env("LATCHKEY_DATABASE__PATH", &db);
         execute(cmd, Some(b"pw\n")).assert_ok();
         let conn = Connection::open(&db).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = scalar(&conn, "PRAGMA user_version", []);
         assert_eq!(version, 2, "{args:?}");
-        let tables: Vec<String> = {
-            let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
-                .unwrap();
-            let names = stmt
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            names
-        };
+        let tables: Vec<String> = column(
+            &conn,
+            "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+        );
         assert_eq!(tables, ["clients", "sessions", "users"], "{args:?}");
     }
     // And running again on an existing, current database changes nothing.
@@ -1427,7 +978,7 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_unchanged() {
         );
     }
     assert_eq!(std::fs::read(sandbox.db_path()).unwrap(), garbage);
-    let files: Vec<String> = std::fs::read_dir(sandbox.dir.path())
+    let files: Vec<String> = std::fs::read_dir(sandbox.dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -1448,14 +999,11 @@ fn a_database_from_a_newer_latchkey_is_refused_naming_its_version() {
             && message.contains(&sandbox.db_path().display().to_string()),
         "{message}"
     );
-    let tables: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let tables: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+        [],
+    );
     assert_eq!(tables, 0, "no tables written into it");
 }
 
@@ -1472,19 +1020,13 @@ fn another_programs_sqlite_database_is_refused() {
         message.contains(&sandbox.db_path().display().to_string()),
         "{message}"
     );
-    let body: String = sandbox
-        .db()
-        .query_row("SELECT body FROM notes", [], |r| r.get(0))
-        .unwrap();
+    let body: String = scalar(&sandbox.db(), "SELECT body FROM notes", []);
     assert_eq!(body, "keep me");
-    let users: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let users: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
+        [],
+    );
     assert_eq!(users, 0);
 }
 
@@ -1497,21 +1039,19 @@ async fn serve_creates_admin_on_an_empty_database_and_prints_the_password_once()
     let mut server = Server::start(&sandbox, &["serve"]);
     let password = wait_for_admin_password(&mut server);
 
-    let response = login(&server, "admin", &password).await;
+    let response = server.api().login("admin", &password).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().expect("a token").to_owned();
-    let me: Value = http()
-        .get(server.url("/me"))
-        .bearer_auth(&token)
-        .send()
+    let me: Value = server
+        .api()
+        .get_bearer("/me", &token)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(me["username"], "admin");
-    let wrong = login(&server, "admin", "not the password").await;
+    let wrong = server.api().login("admin", "not the password").await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
 
     let (stdout, stderr) = server.stop();
@@ -1527,7 +1067,7 @@ async fn serve_creates_admin_on_an_empty_database_and_prints_the_password_once()
     // A second start on the same database prints no password, and the
     // printed one still works.
     let server = Server::start(&sandbox, &["serve"]);
-    let response = login(&server, "admin", &password).await;
+    let response = server.api().login("admin", &password).await;
     assert_eq!(response.status(), StatusCode::OK);
     let (stdout, _) = server.stop();
     assert_eq!(stdout, Vec::<String>::new());
@@ -1539,18 +1079,15 @@ async fn serve_does_not_create_admin_when_users_exist() {
     let sandbox = Sandbox::new();
     sandbox.add_user("alice", "alices password");
     let server = Server::start(&sandbox, &["serve"]);
-    let response = login(&server, "alice", "alices password").await;
+    let response = server.api().login("alice", "alices password").await;
     assert_eq!(response.status(), StatusCode::OK);
     let (stdout, _) = server.stop();
     assert_eq!(stdout, Vec::<String>::new());
-    let admins: i64 = sandbox
-        .db()
-        .query_row(
-            "SELECT count(*) FROM users WHERE username = 'admin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let admins: i64 = scalar(
+        &sandbox.db(),
+        "SELECT count(*) FROM users WHERE username = 'admin'",
+        [],
+    );
     assert_eq!(admins, 0);
 }
 
@@ -1559,9 +1096,13 @@ async fn no_command_means_serve() {
     let sandbox = Sandbox::new();
     let mut server = Server::start(&sandbox, &[]);
     let password = wait_for_admin_password(&mut server);
-    let response = login(&server, "admin", &password).await;
+    let response = server.api().login("admin", &password).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let health = http().get(server.url("/healthz")).send().await.unwrap();
+    let health = http_client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     server.stop();
 }
@@ -1571,7 +1112,7 @@ async fn user_passwd_while_serving_locks_out_the_old_password_and_session() {
     let sandbox = Sandbox::new();
     sandbox.add_user("alice", "old password");
     let server = Server::start(&sandbox, &["serve"]);
-    let response = login(&server, "alice", "old password").await;
+    let response = server.api().login("alice", "old password").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -1586,16 +1127,11 @@ async fn user_passwd_while_serving_locks_out_the_old_password_and_session() {
         "Changed the password of \"alice\"; ended 1 session(s).\n"
     );
 
-    let verify = http()
-        .get(server.url("/verify"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let verify = server.api().verify_bearer(&token).await;
     assert_eq!(verify.status(), StatusCode::UNAUTHORIZED);
-    let old = login(&server, "alice", "old password").await;
+    let old = server.api().login("alice", "old password").await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
-    let new = login(&server, "alice", "new password").await;
+    let new = server.api().login("alice", "new password").await;
     assert_eq!(new.status(), StatusCode::OK);
     server.stop();
 }
@@ -1606,7 +1142,7 @@ async fn serve_warns_about_an_open_introspect_and_once_about_untrusted_forwardin
     let server = Server::start(&sandbox, &["serve"]);
     // Two logins through what looks like a proxy that is not trusted.
     for _ in 0..2 {
-        let response = http()
+        let response = http_client()
             .post(server.url("/login"))
             .header("X-Forwarded-For", "203.0.113.7")
             .json(&serde_json::json!({ "username": "nobody", "password": "x" }))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::cli::{Sandbox, Server};
+use crate::helpers::{http_client_builder, scalar, Api, Rng, Sandbox, Server};
 
 /// Concurrent clients hammering the server.
 const TASKS: usize = 8;
@@ -43,22 +43,6 @@ struct Record {
     violations: Vec<String>,
 }
 
-/// A tiny xorshift generator: each task its own sequence, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn nanos_now() -> u64 {
     u64::from(
         SystemTime::now()
@@ -69,8 +53,7 @@ fn nanos_now() -> u64 {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
+    http_client_builder()
         // A request the kill cut off errors at once; this only bounds a hang.
         .timeout(Duration::from_secs(5))
         .build()
@@ -88,7 +71,8 @@ async fn traffic(
     record: Arc<Mutex<Record>>,
 ) {
     let http = client();
-    let mut rng = Rng(nanos_now() ^ ((id as u64 + 1) << 32) | 1);
+    // Each task its own sequence.
+    let mut rng = Rng::new(nanos_now() ^ ((id as u64 + 1) << 32));
     let mut held: Vec<String> = Vec::new();
     let started = Instant::now();
     for _ in 0..MAX_REQUESTS_PER_TASK {
@@ -180,13 +164,8 @@ async fn traffic(
 }
 
 /// Whether the restarted server calls `token` active.
-async fn is_active(http: &reqwest::Client, base: &str, token: &str) -> bool {
-    let response = http
-        .post(format!("{base}/introspect"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
+async fn is_active(api: &Api, token: &str) -> bool {
+    let response = api.introspect(token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     body["active"].as_bool().unwrap()
@@ -261,24 +240,23 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
     assert!(!record.logouts.is_empty(), "no logout was answered");
 
     // The file the crash left behind is intact (opening it replays the WAL).
-    let integrity: String = sandbox
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
     assert_eq!(integrity, "ok");
 
     let server = Server::start(&sandbox, &["serve"]);
-    let base = server.url("");
-    let http = client();
+    let api = Api {
+        client: client(),
+        ..server.api()
+    };
     let mut lost_logins = Vec::new();
     for token in &record.logins {
-        if !record.logout_sent.contains(token) && !is_active(&http, &base, token).await {
+        if !record.logout_sent.contains(token) && !is_active(&api, token).await {
             lost_logins.push(token);
         }
     }
     let mut undone_logouts = Vec::new();
     for token in &record.logouts {
-        if is_active(&http, &base, token).await {
+        if is_active(&api, token).await {
             undone_logouts.push(token);
         }
     }
@@ -296,10 +274,7 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
         record.logouts.len()
     );
 
-    let integrity: String = sandbox
-        .db()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
     assert_eq!(integrity, "ok");
     println!("whole test: {:?}", test_started.elapsed());
 }

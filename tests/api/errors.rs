@@ -226,13 +226,7 @@ async fn media_type_parameters_and_case_are_accepted() {
 
 /// A JSON login body of exactly `len` bytes, padded with an ignored field.
 fn login_body_of(len: usize) -> Vec<u8> {
-    let head = br#"{"username":"alice","password":"pw","pad":""#;
-    let tail = br#""}"#;
-    let mut body = head.to_vec();
-    body.resize(len - tail.len(), b'x');
-    body.extend_from_slice(tail);
-    assert_eq!(body.len(), len);
-    body
+    padded_login_body("pw", len)
 }
 
 #[tokio::test]
@@ -312,12 +306,8 @@ fn chunked_request(host: &str, path: &str, content_type: &str, body: &[u8]) -> V
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     .into_bytes();
-    for chunk in body.chunks(1024) {
-        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        request.extend_from_slice(chunk);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
+    let sizes = vec![1024; body.len().div_ceil(1024)];
+    request.extend_from_slice(&chunked_body(body, &sizes));
     request
 }
 

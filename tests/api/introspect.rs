@@ -125,9 +125,7 @@ async fn a_disabled_users_token_is_inactive() {
 async fn a_deleted_users_token_is_inactive() {
     let app = spawn_app().await;
     let (id, token) = app.user_with_token("alice").await;
-    app.db()
-        .execute("DELETE FROM users WHERE id = ?1", [id])
-        .unwrap();
+    app.delete_user(id);
     inactive(app.introspect(&token).await).await;
 }
 
@@ -335,9 +333,7 @@ async fn a_removed_client_can_no_longer_introspect() {
     let (_, token) = app.user_with_token("alice").await;
     let secret = app.add_client("proxy");
     let kept = app.add_client("gateway");
-    app.db()
-        .execute("DELETE FROM clients WHERE id = 'proxy'", [])
-        .unwrap();
+    app.remove_client("proxy");
     let response = introspect_as(&app, Some(&basic("proxy", &secret)), &token).await;
     assert_client_refused(response).await;
     let response = introspect_as(&app, Some(&basic("gateway", &kept)), &token).await;

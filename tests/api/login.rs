@@ -70,12 +70,7 @@ async fn json_login_returns_a_bearer_token_with_expiries_from_the_configured_lif
     assert!(header(&response, "content-type").starts_with("application/json"));
     assert_eq!(header(&response, "cache-control"), "no-store");
     let body: Value = response.json().await.unwrap();
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&body);
     assert_eq!(
         keys,
         BTreeSet::from([
@@ -681,14 +676,7 @@ async fn the_raw_token_never_reaches_the_database_file_but_its_sha256_does() {
     let token = app.login_token("alice", "pw").await;
     // Use it too, so a sliding or lookup path would have written it if it could.
     assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::OK);
-    let mut bytes = Vec::new();
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut path = app.db_path.clone().into_os_string();
-        path.push(suffix);
-        if let Ok(content) = std::fs::read(&path) {
-            bytes.extend_from_slice(&content);
-        }
-    }
+    let bytes = app.database_bytes();
     let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     assert!(
         !contains(token.as_bytes()),

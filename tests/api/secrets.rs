@@ -3,18 +3,12 @@
 //! token hash or client secret appears anywhere in its log, and no raw
 //! token or secret in the database file.
 
-use std::fs::File;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
-
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cli::{execute, ChildGuard, Run, Sandbox, ADMIN_PASSWORD_PREFIX, DEADLINE};
-use crate::helpers::sha256;
+use crate::helpers::{execute, scalar, sha256, Run, Sandbox, Server};
 
 const COOKIE: &str = "latchkey_session";
 const PASSWORD: &str = "Tr0ub4dor&3 alice's right password";
@@ -34,81 +28,15 @@ fn latchkey_traced(sandbox: &Sandbox, args: &[&str], stdin: Option<&str>) -> Run
     run
 }
 
-/// `latchkey serve` logging at `trace`, its stdout and stderr going to files.
-struct TracedServer {
-    child: ChildGuard,
-    stdout: std::path::PathBuf,
-    stderr: std::path::PathBuf,
-    base: String,
-}
-
-impl TracedServer {
-    fn start(sandbox: &Sandbox) -> TracedServer {
-        let stdout = sandbox.path("serve.stdout");
-        let stderr = sandbox.path("serve.stderr");
-        let mut cmd: Command = sandbox.command(&["serve"]);
-        cmd.env("RUST_LOG", "trace")
-            .env("LATCHKEY_SERVER__LISTEN", "127.0.0.1:0")
-            .env("LATCHKEY_SERVER__WORKERS", "1")
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap());
-        let child = ChildGuard(cmd.spawn().expect("start latchkey serve"));
-        let marker = "listening on http://127.0.0.1:";
-        let port = wait_for_line(&stderr, marker)
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|port| port.parse::<u16>().ok())
-            .expect("a port in the listening line");
-        TracedServer {
-            child,
-            stdout,
-            stderr,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// Kills the server; returns everything it wrote: (stdout, stderr).
-    fn stop(mut self) -> (String, String) {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
-        (
-            std::fs::read_to_string(&self.stdout).unwrap(),
-            std::fs::read_to_string(&self.stderr).unwrap(),
-        )
-    }
-}
-
-/// The first line of file `path` containing `needle`, waiting at most [`DEADLINE`].
-fn wait_for_line(path: &std::path::Path, needle: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-            return line.to_owned();
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "no line with {needle:?} in {}: {text}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+/// `latchkey serve` in `sandbox`, logging at `trace`.
+fn traced_server(sandbox: &Sandbox) -> Server {
+    let mut cmd = sandbox.serve_command(&["serve"]);
+    cmd.env("RUST_LOG", "trace");
+    Server::spawn(cmd)
 }
 
 async fn send(request: RequestBuilder) -> Response {
     request.send().await.expect("request")
-}
-
-async fn json_token(response: Response) -> String {
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 /// Every form in which a secret could plausibly be written out: as is, and
@@ -132,17 +60,10 @@ fn forms(secret: &str, hashed: bool) -> Vec<String> {
 async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_trace() {
     let sandbox = Sandbox::new();
     // On an empty database, so that serve creates admin and prints its password.
-    let server = TracedServer::start(&sandbox);
-    let admin_line = wait_for_line(&server.stdout, ADMIN_PASSWORD_PREFIX);
-    let admin_password = admin_line
-        .strip_prefix(ADMIN_PASSWORD_PREFIX)
-        .unwrap()
-        .to_owned();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let mut server = traced_server(&sandbox);
+    let admin_password = server.admin_password();
+    let api = server.api();
+    let http = &api.client;
 
     // The administrator's side, beside the running server and also at trace.
     let user_add = latchkey_traced(
@@ -156,22 +77,8 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
     let basic = STANDARD.encode(format!("proxy:{client_secret}"));
     let wrong_basic = STANDARD.encode(format!("proxy:{WRONG_TOKEN_LIKE_PASSWORD}"));
 
-    let admin_token = json_token(
-        send(
-            http.post(server.url("/login"))
-                .json(&json!({ "username": "admin", "password": admin_password })),
-        )
-        .await,
-    )
-    .await;
-    let json_login = json_token(
-        send(
-            http.post(server.url("/login"))
-                .json(&json!({ "username": "alice", "password": PASSWORD })),
-        )
-        .await,
-    )
-    .await;
+    let admin_token = api.login_token("admin", &admin_password).await;
+    let json_login = api.login_token("alice", PASSWORD).await;
     let form = send(http.post(server.url("/login")).form(&[
         ("username", "alice"),
         ("password", PASSWORD),
@@ -265,14 +172,7 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
 
     let logout = send(http.post(server.url("/logout")).bearer_auth(&json_login)).await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let last_login = json_token(
-        send(
-            http.post(server.url("/login"))
-                .json(&json!({ "username": "alice", "password": PASSWORD })),
-        )
-        .await,
-    )
-    .await;
+    let last_login = api.login_token("alice", PASSWORD).await;
     let logout_all = send(
         http.post(server.url("/logout?all=true"))
             .header("Cookie", format!("{COOKIE}={last_login}")),
@@ -293,6 +193,7 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
     assert_eq!(garbage.status(), StatusCode::OK);
 
     let (stdout, log) = server.stop();
+    let (stdout, log) = (stdout.join("\n"), log.join("\n"));
 
     // An empty or silent log would pass everything below: make sure it is
     // the verbose log of this very session.
@@ -378,24 +279,20 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
 
     // The hashes searched for above are really the ones the server stores.
     let db = sandbox.db();
-    let stored: i64 = db
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE token_hash = ?1",
-            [&sha256(&admin_token)[..]],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: i64 = scalar(
+        &db,
+        "SELECT count(*) FROM sessions WHERE token_hash = ?1",
+        [&sha256(&admin_token)[..]],
+    );
     assert_eq!(
         stored, 1,
         "the admin's session is stored under another hash"
     );
-    let stored: Vec<u8> = db
-        .query_row(
-            "SELECT secret_hash FROM clients WHERE id = 'proxy'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored: Vec<u8> = scalar(
+        &db,
+        "SELECT secret_hash FROM clients WHERE id = 'proxy'",
+        [],
+    );
     assert_eq!(stored, sha256(&client_secret));
     drop(db);
 

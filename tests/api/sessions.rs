@@ -263,12 +263,7 @@ async fn me_has_null_email_and_display_name_when_the_user_has_none() {
     assert_eq!(body["username"], "bob");
     assert!(body["email"].is_null(), "{body}");
     assert!(body["display_name"].is_null(), "{body}");
-    let keys: BTreeSet<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&body);
     assert_eq!(
         keys,
         BTreeSet::from([
@@ -332,12 +327,7 @@ async fn sessions_lists_the_users_sessions_newest_first_marking_the_current_one(
         .collect();
     assert_eq!(current, [false, true, false]);
     for (session, token) in list.iter().zip([&third, &second, &first]) {
-        let keys: BTreeSet<&str> = session
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(session);
         assert_eq!(
             keys,
             BTreeSet::from([
@@ -372,12 +362,7 @@ async fn sessions_lists_newest_first_by_creation_time() {
     let (_, older) = app.user_with_token("alice").await;
     let newer = app.login_token("alice", "password-of-test").await;
     // Make the order by time unmistakable (ids would say the same).
-    app.db()
-        .execute(
-            "UPDATE sessions SET created_at = created_at - 100 WHERE token_hash = ?1",
-            [&sha256(&older)[..]],
-        )
-        .unwrap();
+    app.backdate_session(&older, 100);
     let list = list_sessions(&app, &older).await;
     assert_eq!(list[0]["id"], app.session_id(&newer));
     assert_eq!(list[1]["id"], app.session_id(&older));
@@ -547,11 +532,7 @@ async fn deleting_the_user_invalidates_their_tokens() {
     let app = spawn_app().await;
     let (id, token) = app.user_with_token("alice").await;
     let (_, bob) = app.user_with_token("bob").await;
-    let changed = app
-        .db()
-        .execute("DELETE FROM users WHERE id = ?1", [id])
-        .unwrap();
-    assert_eq!(changed, 1);
+    app.delete_user(id);
     assert_invalid_everywhere(&app, &token).await;
     assert_eq!(app.verify_bearer(&bob).await.status(), StatusCode::OK);
 }
@@ -578,8 +559,7 @@ async fn expired_rows_still_in_the_file_are_never_served_and_a_purge_keeps_valid
     assert_invalid_everywhere(&app, &expired).await;
     assert_eq!(list_sessions(&app, &valid).await.len(), 1);
     // What the background task runs, against the live file.
-    let purged =
-        latchkey::store::sessions::purge_expired(&app.db(), now()).expect("purge the test db");
+    let purged = app.purge_expired_sessions();
     assert_eq!(purged, 1);
     assert_eq!(app.stored_expiry(&expired), None);
     assert_eq!(app.verify_bearer(&valid).await.status(), StatusCode::OK);

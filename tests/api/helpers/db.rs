@@ -1,0 +1,415 @@
+//! Database fixtures: rows are written through the store's own functions
+//! (`latchkey::store::{users, sessions, clients}`, `latchkey::auth`), on a
+//! connection configured as the server's (foreign keys on, so a deleted
+//! user's sessions go with them), so that every row keeps the store's
+//! invariants. Reads go through the store's functions too where one exists;
+//! what a test checks as an outside observer stays plain SQL in the test.
+
+use std::path::Path;
+
+use latchkey::auth::admin::Admin;
+use latchkey::auth::input::{ClientId, Username};
+use latchkey::auth::password::PasswordHashing;
+use latchkey::config::PasswordConfig;
+use latchkey::store::sessions::Inserted;
+use latchkey::store::{clients, sessions, users, PooledConnection, Store};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, Params};
+
+use super::app::TestApp;
+use super::process::Sandbox;
+
+/// SHA-256 of a token, computed here rather than by latchkey: what the
+/// server must store and look sessions up by.
+pub fn sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A plain connection to a database file, for reading what is stored.
+pub fn open_db(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open the database");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn
+}
+
+/// One value read with plain SQL: how a test looks at a file as an outside
+/// observer, with none of latchkey's code in between.
+pub fn scalar<T: FromSql>(conn: &Connection, sql: &str, params: impl Params) -> T {
+    conn.query_row(sql, params, |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The first column of every row read with plain SQL, in order.
+pub fn column<T: FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let values = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<T>, _>>())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    values
+}
+
+/// A connection from latchkey's own [`Store`] on `path`, as the server and
+/// the CLI write through, for writing fixtures.
+pub fn store_connection(path: &Path) -> PooledConnection {
+    Store::open(path, 1)
+        .expect("open store")
+        .connection()
+        .expect("a store connection")
+}
+
+/// The bytes of the database file and of any -wal/-shm/-journal beside it.
+pub fn database_bytes(db_path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut path = db_path.to_owned().into_os_string();
+        path.push(suffix);
+        if let Ok(mut content) = std::fs::read(&path) {
+            bytes.append(&mut content);
+        }
+    }
+    bytes
+}
+
+/// Creates a user whose hash is made with `passwords`; returns the id.
+pub fn insert_user(
+    conn: &Connection,
+    name: &str,
+    password: &str,
+    passwords: &PasswordConfig,
+    email: Option<&str>,
+    display_name: Option<&str>,
+) -> i64 {
+    let hash = PasswordHashing::new(passwords)
+        .unwrap()
+        .hash(password)
+        .unwrap();
+    let username = Username::parse(name).expect("a valid test username");
+    users::insert(
+        conn,
+        &users::NewUser {
+            username: name,
+            username_folded: username.folded(),
+            password_hash: &hash,
+            email,
+            display_name,
+            created_at: latchkey::auth::unix_now(),
+        },
+    )
+    .expect("insert user")
+}
+
+/// Ends every session of `user_id` as the CLI does; returns how many.
+pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
+    sessions::delete_for_user(conn, user_id).expect("delete sessions")
+}
+
+/// A session row to be stored by [`insert_session`].
+#[derive(Debug, Clone, Copy)]
+pub struct SessionFixture<'a> {
+    /// The public id it must get; its token hash is 32 bytes of this id.
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
+}
+
+/// Stores a session through `sessions::insert`, under the public id the
+/// fixture names.
+///
+/// The store gives each new session the next id (max(id) + 1), so lower
+/// ids a test skips are filled by placeholder sessions while the fixture
+/// is stored, then deleted again through `sessions::delete_by_token_hash`.
+pub fn insert_session(conn: &Connection, fixture: &SessionFixture<'_>) {
+    let hash = [u8::try_from(fixture.id).expect("small id"); 32];
+    let session = sessions::NewSession {
+        user_id: fixture.user_id,
+        created_at: fixture.created_at,
+        expires_at: fixture.expires_at,
+        max_expires_at: fixture.max_expires_at,
+        ip: fixture.ip,
+        user_agent: fixture.user_agent,
+    };
+    let mut placeholders = Vec::new();
+    loop {
+        let Inserted::Stored(id) = sessions::insert(conn, &hash, &session).expect("insert session")
+        else {
+            panic!("the lookup key of session {} is taken", fixture.id);
+        };
+        if id == fixture.id {
+            break;
+        }
+        assert!(id < fixture.id, "session id {} is taken", fixture.id);
+        // Hand `id` to a placeholder, so that the next try gets the next id.
+        assert!(sessions::delete_by_token_hash(conn, &hash).unwrap());
+        let placeholder = sha256(&format!("placeholder session {id}"));
+        let taken = sessions::insert(conn, &placeholder, &session).expect("insert placeholder");
+        assert_eq!(taken, Inserted::Stored(id));
+        placeholders.push(placeholder);
+    }
+    for placeholder in &placeholders {
+        assert!(sessions::delete_by_token_hash(conn, placeholder).unwrap());
+    }
+}
+
+/// A stored session's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+}
+
+/// The times of the session stored under `token_hash`, if there is one.
+pub fn session_times(conn: &Connection, token_hash: &[u8; 32]) -> Option<SessionTimes> {
+    sessions::find_by_token_hash(conn, token_hash)
+        .expect("look the session up")
+        .map(|row| SessionTimes {
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            max_expires_at: row.max_expires_at,
+        })
+}
+
+/// Rewrites the times of the session stored under `token_hash`: how tests
+/// let time pass without waiting.
+///
+/// The one raw-SQL write of the harness: no store function moves a
+/// session's times back (`sessions::extend` only ever moves `expires_at`
+/// forward, as the server must). The row is keyed exactly as the store keys
+/// it, by `lookup_key` and `token_hash`.
+pub fn rewrite_session_times(conn: &Connection, token_hash: &[u8; 32], times: SessionTimes) {
+    let changed = conn
+        .execute(
+            "UPDATE sessions SET created_at = ?3, expires_at = ?4, max_expires_at = ?5
+             WHERE lookup_key = ?1 AND token_hash = ?2",
+            rusqlite::params![
+                sessions::lookup_key(token_hash),
+                &token_hash[..],
+                times.created_at,
+                times.expires_at,
+                times.max_expires_at
+            ],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "no session for that token");
+}
+
+impl TestApp {
+    /// A direct connection to the server's database file, for checking
+    /// what is stored.
+    pub fn db(&self) -> Connection {
+        open_db(&self.db_path)
+    }
+
+    /// A connection through latchkey's own store on the server's file, as
+    /// another process (the CLI) would have.
+    pub fn store_connection(&self) -> PooledConnection {
+        store_connection(&self.db_path)
+    }
+
+    /// The bytes of the server's database file and any -wal/-shm beside it.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        database_bytes(&self.db_path)
+    }
+
+    /// Creates a user with the server's password parameters; returns the id.
+    pub fn add_user(&self, name: &str, password: &str) -> i64 {
+        self.add_user_with(name, password, None, None)
+    }
+
+    pub fn add_user_with(
+        &self,
+        name: &str,
+        password: &str,
+        email: Option<&str>,
+        display_name: Option<&str>,
+    ) -> i64 {
+        let conn = self.store_connection();
+        insert_user(
+            &conn,
+            name,
+            password,
+            &self.config.password,
+            email,
+            display_name,
+        )
+    }
+
+    /// Creates a user whose hash is made with `passwords` rather than the
+    /// server's parameters; returns the id.
+    pub fn add_user_hashed_with(
+        &self,
+        name: &str,
+        password: &str,
+        passwords: &PasswordConfig,
+    ) -> i64 {
+        insert_user(
+            &self.store_connection(),
+            name,
+            password,
+            passwords,
+            None,
+            None,
+        )
+    }
+
+    /// The stored PHC password hash of user `id`.
+    pub fn password_hash(&self, id: i64) -> String {
+        users::find_by_id(&self.db(), id)
+            .unwrap()
+            .expect("the user exists")
+            .password_hash
+    }
+
+    /// Sets a user's `disabled` flag, as `latchkey user disable` does.
+    pub fn set_disabled(&self, id: i64, disabled: bool) {
+        let changed = users::set_disabled(&self.store_connection(), id, disabled).unwrap();
+        assert!(changed, "no user {id}");
+    }
+
+    /// Deletes a user (and so their sessions), as `latchkey user delete` does.
+    pub fn delete_user(&self, id: i64) {
+        let deleted = users::delete(&self.store_connection(), id).unwrap();
+        assert!(deleted, "no user {id}");
+    }
+
+    /// Creates an introspection client as `latchkey client add` does; returns its secret.
+    pub fn add_client(&self, id: &str) -> String {
+        let store = Store::open(&self.db_path, 1).expect("open store");
+        Admin::new(store, &self.config.password)
+            .unwrap()
+            .add_client(&ClientId::parse(id).unwrap())
+            .unwrap()
+            .expose()
+            .to_owned()
+    }
+
+    /// Removes an introspection client, as `latchkey client remove` does.
+    pub fn remove_client(&self, id: &str) {
+        let removed = clients::delete(&self.store_connection(), id).unwrap();
+        assert!(removed, "no client {id:?}");
+    }
+
+    /// Deletes expired sessions, as the server's background task does.
+    pub fn purge_expired_sessions(&self) -> usize {
+        sessions::purge_expired(&self.store_connection(), latchkey::auth::unix_now())
+            .expect("purge the test db")
+    }
+
+    /// The public session id of a token's session.
+    pub fn session_id(&self, token: &str) -> i64 {
+        sessions::find_by_token_hash(&self.db(), &sha256(token))
+            .unwrap()
+            .expect("a session for that token")
+            .session_id
+    }
+
+    /// `(expires_at, max_expires_at)` of a token's session as stored.
+    pub fn stored_expiry(&self, token: &str) -> Option<(i64, i64)> {
+        session_times(&self.db(), &sha256(token)).map(|t| (t.expires_at, t.max_expires_at))
+    }
+
+    /// Sets a session's expiries, to test expiry without waiting.
+    pub fn set_session_expiry(&self, token: &str, expires_at: i64, max_expires_at: i64) {
+        self.change_session_times(token, |times| SessionTimes {
+            expires_at,
+            max_expires_at,
+            ..times
+        });
+    }
+
+    /// Moves a session's creation `seconds` into the past.
+    pub fn backdate_session(&self, token: &str, seconds: i64) {
+        self.change_session_times(token, |times| SessionTimes {
+            created_at: times.created_at - seconds,
+            ..times
+        });
+    }
+
+    fn change_session_times(&self, token: &str, change: impl FnOnce(SessionTimes) -> SessionTimes) {
+        let conn = self.store_connection();
+        let hash = sha256(token);
+        let times = session_times(&conn, &hash).expect("no session for that token");
+        rewrite_session_times(&conn, &hash, change(times));
+    }
+}
+
+impl Sandbox {
+    /// A direct connection to the sandbox's database, for checking what is stored.
+    pub fn db(&self) -> Connection {
+        open_db(&self.db_path())
+    }
+
+    /// The bytes of the database file and of any -wal/-shm/-journal beside it.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        database_bytes(&self.db_path())
+    }
+
+    pub fn user_id(&self, name: &str) -> i64 {
+        users::find_by_folded_name(&self.db(), Username::parse(name).unwrap().folded())
+            .unwrap()
+            .expect("user exists")
+            .id
+    }
+
+    pub fn user_count(&self) -> i64 {
+        users::count(&self.db()).unwrap()
+    }
+
+    /// The stored PHC password hash of user `name`.
+    pub fn stored_hash(&self, name: &str) -> String {
+        users::find_by_folded_name(&self.db(), Username::parse(name).unwrap().folded())
+            .unwrap()
+            .expect("user exists")
+            .password_hash
+    }
+
+    /// Stores session `id` of `user_id`, with an absolute expiry an hour
+    /// after the idle one, from 192.0.2.1 by "test-agent".
+    pub fn insert_session(&self, id: i64, user_id: i64, created_at: i64, expires_at: i64) {
+        self.insert_session_full(
+            id,
+            user_id,
+            created_at,
+            expires_at,
+            expires_at + 3600,
+            "192.0.2.1",
+            "test-agent",
+        );
+    }
+
+    /// Stores session `id` with every field given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_session_full(
+        &self,
+        id: i64,
+        user_id: i64,
+        created_at: i64,
+        expires_at: i64,
+        max_expires_at: i64,
+        ip: &str,
+        user_agent: &str,
+    ) {
+        let fixture = SessionFixture {
+            id,
+            user_id,
+            created_at,
+            expires_at,
+            max_expires_at,
+            ip,
+            user_agent,
+        };
+        insert_session(&store_connection(&self.db_path()), &fixture);
+    }
+
+    /// Ids of the stored session rows, expired ones too, ascending.
+    pub fn session_ids(&self) -> Vec<i64> {
+        column(&self.db(), "SELECT id FROM sessions ORDER BY id")
+    }
+}

@@ -1,0 +1,21 @@
+//! The test harness, one module per concern. Test files import helpers from
+//! here (`use crate::helpers::*`), never from each other; `tests/load.rs`
+//! includes this same module.
+//!
+//! - [`app`]: latchkey in this process on port 0, and the HTTP calls to any latchkey
+//! - [`process`]: the real binary: commands run to completion, and `latchkey serve`
+//! - [`proxies`]: real nginx and Caddy in front of latchkey, and the app behind them
+//! - [`db`]: database fixtures, written through the store's own functions
+//! - [`rng`]: the one random generator
+
+pub mod app;
+pub mod db;
+pub mod process;
+pub mod proxies;
+pub mod rng;
+
+pub use app::*;
+pub use db::*;
+pub use process::*;
+pub use proxies::*;
+pub use rng::*;
