@@ -106,49 +106,29 @@ pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
     sessions::delete_for_user(conn, user_id).expect("delete sessions")
 }
 
-/// A session row to be stored by [`insert_session`].
-#[derive(Debug, Clone, Copy)]
-pub struct SessionFixture<'a> {
-    /// The public id it must get; its token hash is 32 bytes of this id.
-    pub id: i64,
-    pub user_id: i64,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub max_expires_at: i64,
-    pub ip: &'a str,
-    pub user_agent: &'a str,
-}
-
-/// Stores a session through `sessions::insert`, under the public id the
-/// fixture names.
+/// Stores `session` through `sessions::insert` under public id `id`; its
+/// token hash is 32 bytes of that id.
 ///
 /// The store gives each new session the next id (max(id) + 1), so lower
-/// ids a test skips are filled by placeholder sessions while the fixture
+/// ids a test skips are filled by placeholder sessions while the session
 /// is stored, then deleted again through `sessions::delete_by_token_hash`.
-pub fn insert_session(conn: &Connection, fixture: &SessionFixture<'_>) {
-    let hash = [u8::try_from(fixture.id).expect("small id"); 32];
-    let session = sessions::NewSession {
-        user_id: fixture.user_id,
-        created_at: fixture.created_at,
-        expires_at: fixture.expires_at,
-        max_expires_at: fixture.max_expires_at,
-        ip: fixture.ip,
-        user_agent: fixture.user_agent,
-    };
+pub fn insert_session(conn: &Connection, id: i64, session: &sessions::NewSession<'_>) {
+    let wanted = id;
+    let hash = [u8::try_from(wanted).expect("small id"); 32];
     let mut placeholders = Vec::new();
     loop {
-        let Inserted::Stored(id) = sessions::insert(conn, &hash, &session).expect("insert session")
+        let Inserted::Stored(id) = sessions::insert(conn, &hash, session).expect("insert session")
         else {
-            panic!("the lookup key of session {} is taken", fixture.id);
+            panic!("the lookup key of session {wanted} is taken");
         };
-        if id == fixture.id {
+        if id == wanted {
             break;
         }
-        assert!(id < fixture.id, "session id {} is taken", fixture.id);
+        assert!(id < wanted, "session id {wanted} is taken");
         // Hand `id` to a placeholder, so that the next try gets the next id.
         assert!(sessions::delete_by_token_hash(conn, &hash).unwrap());
         let placeholder = sha256(&format!("placeholder session {id}"));
-        let taken = sessions::insert(conn, &placeholder, &session).expect("insert placeholder");
+        let taken = sessions::insert(conn, &placeholder, session).expect("insert placeholder");
         assert_eq!(taken, Inserted::Stored(id));
         placeholders.push(placeholder);
     }
@@ -396,8 +376,7 @@ impl Sandbox {
         ip: &str,
         user_agent: &str,
     ) {
-        let fixture = SessionFixture {
-            id,
+        let session = sessions::NewSession {
             user_id,
             created_at,
             expires_at,
@@ -405,7 +384,7 @@ impl Sandbox {
             ip,
             user_agent,
         };
-        insert_session(&store_connection(&self.db_path()), &fixture);
+        insert_session(&store_connection(&self.db_path()), id, &session);
     }
 
     /// Ids of the stored session rows, expired ones too, ascending.
