@@ -1,4 +1,4 @@
--- latchkey's schema, version 2: applied to a new database file at start.
+-- latchkey's schema, version 3: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 
@@ -16,7 +16,12 @@ CREATE TABLE users (
     display_name    TEXT,
     -- 1 = may not log in; every session of a disabled user is invalid.
     disabled        INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
-    created_at      INTEGER NOT NULL
+    created_at      INTEGER NOT NULL,
+    -- Goes up with every credential change (password, disabled flag, all
+    -- sessions revoked). A login reads it with the hash and creates its
+    -- session only if it is unchanged, in the same transaction: a login
+    -- whose password check overlapped a change gets no session.
+    credential_version INTEGER NOT NULL DEFAULT 0
 );
 
 -- Logged-in sessions, found by the SHA-256 of their token; the raw token is

@@ -2,6 +2,12 @@
 //!
 //! Names are looked up by their folded key (`username_folded`), which the
 //! caller computes: the folding rule is `auth::input::Username`'s.
+//!
+//! Every credential change (a new password, the disabled flag, all sessions
+//! revoked) raises the user's `credential_version` in the same statement or
+//! transaction. A login reads the version with the hash and, after the slow
+//! password check, creates its session only if [`may_log_in`] still holds in
+//! the writing transaction: a change made meanwhile always wins.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -17,6 +23,8 @@ pub struct User {
     pub display_name: Option<String>,
     pub disabled: bool,
     pub created_at: i64,
+    /// Raised by every credential change; see the module documentation.
+    pub credential_version: i64,
 }
 
 /// The fields of a user to be created.
@@ -31,7 +39,8 @@ pub struct NewUser<'a> {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "id, username, password_hash, email, display_name, disabled, created_at";
+const COLUMNS: &str =
+    "id, username, password_hash, email, display_name, disabled, created_at, credential_version";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -42,6 +51,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         display_name: row.get(4)?,
         disabled: row.get(5)?,
         created_at: row.get(6)?,
+        credential_version: row.get(7)?,
     })
 }
 
@@ -98,20 +108,72 @@ pub fn count(conn: &Connection) -> Result<i64, StoreError> {
         .query_row([], |r| r.get(0))?)
 }
 
-/// Replaces a user's password hash; false when the user does not exist.
+/// Sets a new password hash, a credential change (the version goes up);
+/// false when the user does not exist.
 pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<bool, StoreError> {
     let changed = conn
-        .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?2, credential_version = credential_version + 1
+             WHERE id = ?1",
+        )?
         .execute(params![id, hash])?;
     Ok(changed == 1)
 }
 
-/// Sets or clears the disabled flag; false when the user does not exist.
+/// Replaces the hash by a rehash of the same password (new argon2
+/// parameters), only while the credentials are still at `seen_version`:
+/// an upgrade never overwrites a password set since it was read. Not a
+/// change (the version stays); false when nothing was written.
+pub fn upgrade_password_hash(
+    conn: &Connection,
+    id: i64,
+    seen_version: i64,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND credential_version = ?2",
+        )?
+        .execute(params![id, seen_version, hash])?;
+    Ok(changed == 1)
+}
+
+/// Sets or clears the disabled flag, a credential change (the version goes
+/// up); false when the user does not exist.
 pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<bool, StoreError> {
     let changed = conn
-        .prepare_cached("UPDATE users SET disabled = ?2 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE users SET disabled = ?2, credential_version = credential_version + 1
+             WHERE id = ?1",
+        )?
         .execute(params![id, disabled])?;
     Ok(changed == 1)
+}
+
+/// Records a credential change that touches no column of `users` (every
+/// session revoked): a login in flight can then not add a session. False
+/// when the user does not exist.
+pub fn bump_credential_version(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+        )?
+        .execute([id])?;
+    Ok(changed == 1)
+}
+
+/// True when user `id` exists, is enabled and is still at `seen_version`:
+/// a login whose password was checked against that version may create its
+/// session. Only meaningful inside the (immediate) transaction that
+/// creates it, which no change can interleave with.
+pub fn may_log_in(conn: &Connection, id: i64, seen_version: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM users WHERE id = ?1 AND credential_version = ?2 AND disabled = 0",
+        )?
+        .query_row([id, seen_version], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Deletes a user; their sessions go with them (`ON DELETE CASCADE`).
@@ -156,6 +218,63 @@ mod tests {
         assert_eq!(found.username, "Alice");
         assert_eq!(found.email.as_deref(), Some("a@example.com"));
         assert!(find_by_folded_name(&conn, "bob").unwrap().is_none());
+    }
+
+    #[test]
+    fn every_credential_change_ends_what_a_login_read_before_it() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let id = insert(&conn, &new_user("alice", "alice")).unwrap();
+        let version = |conn: &Connection| find_by_id(conn, id).unwrap().unwrap().credential_version;
+        type Change = fn(&Connection, i64) -> Result<bool, StoreError>;
+        let changes: [(&str, Change); 4] = [
+            ("passwd", |c, id| set_password_hash(c, id, "$argon2id$new")),
+            ("disable", |c, id| set_disabled(c, id, true)),
+            ("enable", |c, id| set_disabled(c, id, false)),
+            ("revoke all", bump_credential_version),
+        ];
+        for (name, change) in changes {
+            let seen = version(&conn);
+            assert!(change(&conn, id).unwrap(), "{name}");
+            assert_eq!(version(&conn), seen + 1, "{name}");
+            assert!(
+                !may_log_in(&conn, id, seen).unwrap(),
+                "{name}: a login from before"
+            );
+        }
+        // At the current version an enabled user may log in, a disabled
+        // one not, and a deleted one not at all.
+        let seen = version(&conn);
+        assert!(may_log_in(&conn, id, seen).unwrap());
+        set_disabled(&conn, id, true).unwrap();
+        assert!(!may_log_in(&conn, id, version(&conn)).unwrap());
+        set_disabled(&conn, id, false).unwrap();
+        let seen = version(&conn);
+        assert!(delete(&conn, id).unwrap());
+        assert!(!may_log_in(&conn, id, seen).unwrap());
+        assert!(!bump_credential_version(&conn, id).unwrap());
+    }
+
+    #[test]
+    fn a_hash_upgrade_never_overwrites_a_password_set_after_it_was_read() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let id = insert(&conn, &new_user("alice", "alice")).unwrap();
+        let seen = find_by_id(&conn, id).unwrap().unwrap().credential_version;
+        // Unchanged: the upgrade lands and is not itself a change.
+        assert!(upgrade_password_hash(&conn, id, seen, "$argon2id$upgraded").unwrap());
+        let user = find_by_id(&conn, id).unwrap().unwrap();
+        assert_eq!(
+            (user.password_hash.as_str(), user.credential_version),
+            ("$argon2id$upgraded", seen)
+        );
+        // A new password in between: the upgrade of the old one is dropped.
+        set_password_hash(&conn, id, "$argon2id$new").unwrap();
+        assert!(!upgrade_password_hash(&conn, id, seen, "$argon2id$old-upgraded").unwrap());
+        assert_eq!(
+            find_by_id(&conn, id).unwrap().unwrap().password_hash,
+            "$argon2id$new"
+        );
     }
 
     #[test]

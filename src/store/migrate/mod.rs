@@ -19,7 +19,7 @@ pub const SCHEMA: &str = include_str!("../../../schema.sql");
 type Migration = fn(&Transaction<'_>) -> Result<(), StoreError>;
 
 /// Every step since version 1, in order.
-const MIGRATIONS: &[Migration] = &[sessions_keyed_by_integer];
+const MIGRATIONS: &[Migration] = &[sessions_keyed_by_integer, users_credential_version];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -74,6 +74,16 @@ fn sessions_keyed_by_integer(tx: &Transaction<'_>) -> Result<(), StoreError> {
          ALTER TABLE sessions_v2 RENAME TO sessions;
          CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
          CREATE INDEX sessions_by_expiry ON sessions (expires_at);",
+    )?;
+    Ok(())
+}
+
+/// Adds `users.credential_version`, which a login compares before it
+/// creates its session (see schema.sql). Every user starts at 0, and every
+/// session is kept: a session that exists was made before any change.
+fn users_credential_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "ALTER TABLE users ADD COLUMN credential_version INTEGER NOT NULL DEFAULT 0;",
     )?;
     Ok(())
 }
@@ -205,6 +215,83 @@ mod tests {
             .collect();
         out.extend(foreign_keys);
         out
+    }
+
+    /// A file as this build would have left it at `version`: schema_v1.sql,
+    /// then the steps up to `version`.
+    fn file_at(path: &Path, version: i64) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(include_str!("schema_v1.sql")).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        for step in &MIGRATIONS[..(version - 1) as usize] {
+            step(&tx).unwrap();
+        }
+        tx.commit().unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_file_from_before_credential_versions_keeps_every_user_and_session() {
+        use super::super::{sessions, users};
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("old.db");
+        // The schema before this build's last step (the credential version).
+        let mut old = file_at(&old_path, SCHEMA_VERSION - 1);
+        old.execute_batch(
+            "INSERT INTO users
+               (id, username, username_folded, password_hash, email, display_name, disabled,
+                created_at)
+               VALUES (1, 'Alice', 'alice', 'hash-a', 'a@example.com', NULL, 0, 5),
+                      (2, 'bob', 'bob', 'hash-b', NULL, 'Bob', 1, 6);
+             INSERT INTO sessions
+               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+                ip, user_agent)
+               VALUES (7, x'0000000000000007000000000000000000000000000000000000000000000000',
+                       3, 1, 10, 100, 200, '127.0.0.1', 'a');",
+        )
+        .unwrap();
+        run(&mut old, &old_path).unwrap();
+
+        let new_path = dir.path().join("new.db");
+        let mut new = Connection::open(&new_path).unwrap();
+        run(&mut new, &new_path).unwrap();
+        assert_eq!(structure(&old), structure(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        let alice = users::find_by_id(&old, 1).unwrap().unwrap();
+        assert_eq!(
+            (
+                alice.username.as_str(),
+                alice.password_hash.as_str(),
+                alice.email.as_deref(),
+                alice.disabled,
+                alice.created_at,
+                alice.credential_version
+            ),
+            ("Alice", "hash-a", Some("a@example.com"), false, 5, 0)
+        );
+        let bob = users::find_by_id(&old, 2).unwrap().unwrap();
+        assert_eq!(
+            (
+                bob.display_name.as_deref(),
+                bob.disabled,
+                bob.credential_version
+            ),
+            (Some("Bob"), true, 0)
+        );
+        let mut hash = [0; 32];
+        hash[7] = 7;
+        let session = sessions::find_by_token_hash(&old, &hash).unwrap().unwrap();
+        assert_eq!((session.session_id, session.user_id), (3, 1));
+        // The migrated column does its job: a login that read version 0 may
+        // finish until the password changes.
+        assert!(users::may_log_in(&old, 1, 0).unwrap());
+        assert!(users::set_password_hash(&old, 1, "hash-a2").unwrap());
+        assert!(!users::may_log_in(&old, 1, 0).unwrap());
     }
 
     #[test]
