@@ -5,7 +5,9 @@
 //! method and prints the answer; a later caller (an admin API, a reload
 //! signal) calls the same methods. Each change is one transaction, and a
 //! change that ends access (a new password, a disabled user) ends the
-//! user's sessions in that same transaction.
+//! user's sessions in that same transaction and raises their credential
+//! version, so that a login whose password check overlaps it gets no
+//! session either (`store::users`).
 //!
 //! The methods block (SQLite, and argon2 for passwords): call them from a
 //! thread that may block, never from an async worker.
@@ -202,9 +204,13 @@ impl Admin {
         Ok(sessions::list_valid(&conn, user_id, unix_now())?)
     }
 
-    /// Ends every session of a user.
+    /// Ends every session of a user, and any login still checking their
+    /// password (it finds the credential version moved on).
     pub fn revoke_sessions(&self, username: &Username) -> Result<UserChange, AdminError> {
-        self.change_user(username, sessions::delete_for_user)
+        self.change_user(username, |tx, id| {
+            users::bump_credential_version(tx, id)?;
+            sessions::delete_for_user(tx, id)
+        })
     }
 
     /// Deletes expired sessions now; returns how many.

@@ -8,7 +8,7 @@ use super::input::{Password, Username};
 use super::token::{RandomError, Token};
 use super::{unix_now, Auth, AuthError};
 use crate::store::sessions::{self, Inserted};
-use crate::store::{users, TransactionBehavior};
+use crate::store::{users, StoreError, TransactionBehavior};
 
 /// Longest User-Agent kept for the session inventory, in characters.
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -52,7 +52,9 @@ impl Auth {
     /// Logs a user in with a password and creates a session.
     ///
     /// Unknown user, wrong password and disabled user all give
-    /// [`AuthError::InvalidCredentials`] after the same argon2 work.
+    /// [`AuthError::InvalidCredentials`] after the same argon2 work. A
+    /// credential change that commits while the password is checked wins:
+    /// [`AuthError::CredentialsChanged`], and no session (SPEC "Users").
     pub async fn login(
         &self,
         username: &Username,
@@ -115,10 +117,6 @@ impl Auth {
         inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if let Some(hash) = &upgraded_hash {
-                    users::set_password_hash(&tx, user.id, hash)?;
-                }
                 let now = unix_now();
                 let (expires_at, max_expires_at) = lifetimes.new_session(now);
                 let fields = sessions::NewSession {
@@ -129,14 +127,46 @@ impl Auth {
                     ip: &ip,
                     user_agent: &user_agent,
                 };
-                let created = insert_session(&tx, Token::generate, fields);
-                if created.is_ok() {
-                    tx.commit()?;
-                }
-                Ok(created)
+                let checked = Checked {
+                    credential_version: user.credential_version,
+                    upgraded_hash: upgraded_hash.as_deref(),
+                };
+                Ok(create_session(conn, &checked, fields, Token::generate))
             })
             .await?
     }
+}
+
+/// What the password check saw and made: the user's credential version,
+/// read with the hash, and the hash upgraded to the current parameters.
+struct Checked<'a> {
+    credential_version: i64,
+    upgraded_hash: Option<&'a str>,
+}
+
+/// The login's one write, in one immediate transaction: the hash upgrade
+/// and the session, only while the credentials are those the password was
+/// checked against. A change (or delete) that committed in between wins.
+fn create_session(
+    conn: &mut Connection,
+    checked: &Checked<'_>,
+    session: sessions::NewSession<'_>,
+    draw: impl FnMut() -> Result<Token, RandomError>,
+) -> Result<NewSession, AuthError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::from)?;
+    // No change can commit between this check and the commit below: the
+    // transaction holds the write lock from its start.
+    if !users::may_log_in(&tx, session.user_id, checked.credential_version)? {
+        return Err(AuthError::CredentialsChanged);
+    }
+    if let Some(hash) = checked.upgraded_hash {
+        users::upgrade_password_hash(&tx, session.user_id, checked.credential_version, hash)?;
+    }
+    let created = insert_session(&tx, draw, session)?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(created)
 }
 
 /// Stores `session` under a freshly drawn token, drawing again while the
@@ -158,13 +188,86 @@ fn insert_session(
             });
         }
     }
-    Err(AuthError::Store(crate::store::StoreError::Conflict))
+    Err(AuthError::Store(StoreError::Conflict))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{test_store, test_user};
+
+    fn fields(user_id: i64) -> sessions::NewSession<'static> {
+        sessions::NewSession {
+            user_id,
+            created_at: 1,
+            expires_at: 10,
+            max_expires_at: 20,
+            ip: "127.0.0.1",
+            user_agent: "test",
+        }
+    }
+
+    fn session_count(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
+        let (_dir, store) = test_store();
+        let mut conn = store.connection().unwrap();
+        let alice = test_user(&conn, "alice");
+        let read = users::find_by_id(&conn, alice).unwrap().unwrap();
+        let checked = Checked {
+            credential_version: read.credential_version,
+            upgraded_hash: Some("$argon2id$upgraded"),
+        };
+        let created = create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
+        assert!(sessions::find_by_token_hash(&conn, &created.token.hash().0)
+            .unwrap()
+            .is_some());
+        let user = users::find_by_id(&conn, alice).unwrap().unwrap();
+        assert_eq!(user.password_hash, "$argon2id$upgraded");
+        // The upgrade is no change: a second login that read before it still lands.
+        assert_eq!(user.credential_version, read.credential_version);
+        create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
+        assert_eq!(session_count(&conn), 2);
+    }
+
+    #[test]
+    fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
+        type Change = fn(&Connection, i64) -> Result<bool, StoreError>;
+        let changes: [(&str, Change); 4] = [
+            ("passwd", |c, id| {
+                users::set_password_hash(c, id, "$argon2id$new")
+            }),
+            ("disable", |c, id| users::set_disabled(c, id, true)),
+            ("revoke all", users::bump_credential_version),
+            ("delete", users::delete),
+        ];
+        for (name, change) in changes {
+            let (_dir, store) = test_store();
+            let mut conn = store.connection().unwrap();
+            let alice = test_user(&conn, "alice");
+            // The login reads the user, then the change commits during its check.
+            let read = users::find_by_id(&conn, alice).unwrap().unwrap();
+            assert!(change(&conn, alice).unwrap(), "{name}");
+            let checked = Checked {
+                credential_version: read.credential_version,
+                upgraded_hash: Some("$argon2id$old-upgraded"),
+            };
+            let result = create_session(&mut conn, &checked, fields(alice), Token::generate);
+            assert!(
+                matches!(result, Err(AuthError::CredentialsChanged)),
+                "{name}: {:?}",
+                result.err()
+            );
+            assert_eq!(session_count(&conn), 0, "{name}");
+            if let Some(user) = users::find_by_id(&conn, alice).unwrap() {
+                assert_ne!(user.password_hash, "$argon2id$old-upgraded", "{name}");
+            }
+        }
+    }
 
     #[test]
     fn a_login_draws_another_token_when_the_store_reports_its_key_taken() {

@@ -39,6 +39,11 @@ pub use session::{ClientCredentials, Identity, Introspection, SessionRow};
 pub enum AuthError {
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// The password was right, but a credential change (new password,
+    /// disable, delete, every session revoked) committed while it was
+    /// checked. Answered as [`AuthError::InvalidCredentials`].
+    #[error("the credentials changed while the password was checked")]
+    CredentialsChanged,
     #[error("a valid token is required")]
     Unauthorized,
     #[error("too many failed logins; retry in {retry_after} s")]

@@ -8,7 +8,7 @@ use super::expiry::Verdict;
 use super::token::TokenHash;
 use super::{unix_now, Auth, AuthError};
 use crate::store::sessions::{self, TokenRow};
-use crate::store::{self, clients, StoreError, TransactionBehavior};
+use crate::store::{self, clients, users, StoreError, TransactionBehavior};
 
 /// A session as listed to its owner.
 pub use sessions::SessionRow;
@@ -149,6 +149,9 @@ impl Auth {
                     Some(Verdict::Valid(identity) | Verdict::Slid(identity)) => identity.user_id,
                     None | Some(Verdict::Invalid) => return Ok(None),
                 };
+                // A login of this user still checking its password must
+                // not add a session after this: it compares the version.
+                users::bump_credential_version(&tx, user_id)?;
                 let revoked = sessions::delete_for_user(&tx, user_id)?;
                 tx.commit()?;
                 Ok(Some(revoked))

@@ -79,7 +79,9 @@ impl From<InputError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
+            AuthError::InvalidCredentials | AuthError::CredentialsChanged => {
+                ApiError::InvalidCredentials
+            }
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             AuthError::Busy => ApiError::Busy,

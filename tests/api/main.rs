@@ -14,6 +14,7 @@ mod introspect;
 mod login;
 mod logout;
 mod proxy;
+mod races;
 mod secrets;
 mod sessions;
 mod verify;
