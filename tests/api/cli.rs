@@ -884,12 +884,20 @@ fn every_command_creates_and_migrates_the_database() {
         execute(cmd, Some(b"pw\n")).assert_ok();
         let conn = Connection::open(&db).unwrap();
         let version: i64 = scalar(&conn, "PRAGMA user_version", []);
-        assert_eq!(version, 2, "{args:?}");
+        assert_eq!(
+            version,
+            latchkey::store::migrate::SCHEMA_VERSION,
+            "{args:?}"
+        );
         let tables: Vec<String> = column(
             &conn,
             "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
         );
-        assert_eq!(tables, ["clients", "sessions", "users"], "{args:?}");
+        assert_eq!(
+            tables,
+            ["clients", "session_counter", "sessions", "users"],
+            "{args:?}"
+        );
     }
     // And running again on an existing, current database changes nothing.
     let mut cmd = sandbox.command(&["user", "list"]);
