@@ -256,10 +256,14 @@ impl Admin {
         Ok(none_left)
     }
 
-    /// Writes a consistent copy of the database to `dest`, even while serving.
+    /// Writes a consistent copy of the database to `dest`, even while
+    /// serving: a new file, mode 0600, renamed over `dest`.
     pub fn backup(&self, dest: &Path) -> Result<(), AdminError> {
+        // The name of the private staging directory beside `dest`: from the
+        // CSPRNG, so nobody can plant a file or link under it beforehand.
+        let nonce = Token::generate()?;
         let conn = self.store.connection()?;
-        Ok(backup::backup_to(&conn, dest)?)
+        Ok(backup::backup_to(&conn, dest, nonce.expose())?)
     }
 
     /// Finds the user and runs `change` on their id in one immediate
