@@ -1,4 +1,4 @@
--- latchkey's schema, version 3: applied to a new database file at start.
+-- latchkey's schema, version 4: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 
@@ -36,7 +36,7 @@ CREATE TABLE sessions (
     lookup_key      INTEGER PRIMARY KEY,
     token_hash      BLOB    NOT NULL CHECK (length(token_hash) = 32),
     -- Public handle for the session inventory (GET/DELETE /sessions); it is
-    -- not a credential.
+    -- not a credential. Taken from session_counter: never reused.
     id              INTEGER NOT NULL UNIQUE,
     user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at      INTEGER NOT NULL,
@@ -54,6 +54,25 @@ CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
 -- The background purge: expires_at <= max_expires_at always holds, so
 -- expires_at alone finds every expired row.
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+
+-- The highest session id ever handed out, in its one row. A new session
+-- takes the next one, so an id is never reused, not even after the newest
+-- session is deleted (max(id) + 1, as version 2 did, hands a deleted id to
+-- the next login: an inventory, a log line or an audit entry naming it would
+-- then point at someone else's session).
+CREATE TABLE session_counter (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    last_id         INTEGER NOT NULL
+);
+INSERT INTO session_counter (id, last_id) VALUES (1, 0);
+
+-- The counter moves in the very statement that stores a session, so no
+-- caller can forget it, and an insert that stores nothing (ON CONFLICT DO
+-- NOTHING) takes no id.
+CREATE TRIGGER session_counter_follows AFTER INSERT ON sessions
+BEGIN
+    UPDATE session_counter SET last_id = max(last_id, NEW.id);
+END;
 
 -- RFC 7662 introspection clients (HTTP Basic id + secret).
 CREATE TABLE clients (

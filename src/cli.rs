@@ -108,7 +108,12 @@ pub enum ClientCommand {
     /// List clients
     List,
     /// Remove a client
-    Remove { id: String },
+    Remove {
+        id: String,
+        /// Remove it even if it is the last one, which opens /introspect to anyone
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Loads the configuration named on the command line, or `./config.toml` if present.
@@ -291,9 +296,19 @@ fn client(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
                 .collect();
             print_table(&["ID", "CREATED"], &rows);
         }
-        ClientCommand::Remove { id } => {
-            admin.remove_client(&id)?;
+        ClientCommand::Remove { id, force } => {
+            let none_left = match admin.remove_client(&id, force) {
+                Err(e @ AdminError::LastClient(_)) => {
+                    bail!("{e}; add --force to remove it anyway")
+                }
+                other => other?,
+            };
             println!("Removed client {id:?}.");
+            if none_left {
+                eprintln!(
+                    "warning: no introspection client is left: /introspect is now open to anyone"
+                );
+            }
         }
     }
     Ok(())

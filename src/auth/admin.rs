@@ -34,6 +34,11 @@ pub enum AdminError {
     NoSuchClient(String),
     #[error("client {0:?} already exists")]
     ClientExists(String),
+    #[error(
+        "client {0:?} is the last introspection client: without it /introspect \
+         would answer anyone"
+    )]
+    LastClient(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -237,19 +242,34 @@ impl Admin {
         Ok(clients::list(&conn)?)
     }
 
-    /// Removes an introspection client.
-    pub fn remove_client(&self, id: &str) -> Result<(), AdminError> {
-        let conn = self.store.connection()?;
-        if !clients::delete(&conn, id)? {
+    /// Removes an introspection client; refuses ([`AdminError::LastClient`])
+    /// to remove the last one unless `force`, since `/introspect` then
+    /// answers anyone. Returns true when no client is left.
+    pub fn remove_client(&self, id: &str, force: bool) -> Result<bool, AdminError> {
+        let mut conn = self.store.connection()?;
+        // One immediate transaction: two removals at once cannot each see
+        // the other's client left and together empty the table.
+        let tx = immediate(&mut conn)?;
+        if !clients::delete(&tx, id)? {
             return Err(AdminError::NoSuchClient(id.to_owned()));
         }
-        Ok(())
+        let none_left = !clients::any_exist(&tx)?;
+        if none_left && !force {
+            // Dropping the transaction rolls the delete back.
+            return Err(AdminError::LastClient(id.to_owned()));
+        }
+        tx.commit().map_err(StoreError::from)?;
+        Ok(none_left)
     }
 
-    /// Writes a consistent copy of the database to `dest`, even while serving.
+    /// Writes a consistent copy of the database to `dest`, even while
+    /// serving: a new file, mode 0600, renamed over `dest`.
     pub fn backup(&self, dest: &Path) -> Result<(), AdminError> {
+        // The name of the private staging directory beside `dest`: from the
+        // CSPRNG, so nobody can plant a file or link under it beforehand.
+        let nonce = Token::generate()?;
         let conn = self.store.connection()?;
-        Ok(backup::backup_to(&conn, dest)?)
+        Ok(backup::backup_to(&conn, dest, nonce.expose())?)
     }
 
     /// Finds the user and runs `change` on their id in one immediate

@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod clients;
+pub mod files;
 pub mod migrate;
 pub mod sessions;
 pub mod users;
@@ -99,11 +100,23 @@ impl Store {
             path: path.to_owned(),
             message: describe_open_error(&e),
         };
+        // SQLite would create a new file 0644: create it 0600 first, and
+        // its -wal and -shm follow (see files.rs).
+        files::create_database(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            message: format!(
+                "cannot create the file: {e} (does its directory exist and is it writable?)"
+            ),
+        })?;
         // Switch the file to WAL once, on one connection, before the pool
         // opens several at once: concurrent switches on a new file race.
         let mut first = Connection::open(path).map_err(open_error)?;
         configure(&mut first).map_err(open_error)?;
         migrate::run(&mut first, path)?;
+        // Only now that the file is known to be latchkey's (someone else's
+        // database is refused untouched), and while this connection keeps
+        // its -wal and -shm in place.
+        make_private(path);
         drop(first);
 
         let manager = SqliteConnectionManager::file(path).with_init(configure);
@@ -226,6 +239,30 @@ impl Store {
     /// A pooled connection for synchronous callers (the CLI); blocks until free.
     pub fn connection(&self) -> Result<PooledConnection, StoreError> {
         Ok(self.pool.get()?)
+    }
+}
+
+/// Takes group and other permissions off a database made before latchkey
+/// created its files 0600, saying so in one log line; a file whose mode
+/// cannot be changed (not ours) is worth a warning, not a refusal to start.
+fn make_private(path: &Path) {
+    match files::make_private(path) {
+        Ok(tightened) if tightened.is_empty() => {}
+        Ok(tightened) => {
+            let files: Vec<String> = tightened
+                .iter()
+                .map(|t| format!("{} (was {:04o})", t.path.display(), t.was))
+                .collect();
+            tracing::warn!(
+                "the database files were open to other users; made them owner-only (0600): {}",
+                files.join(", ")
+            );
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot make {} and its -wal and -shm owner-only (0600); other users may read them",
+            path.display()
+        ),
     }
 }
 

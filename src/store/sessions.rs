@@ -70,15 +70,16 @@ pub fn insert(
     token_hash: &[u8; 32],
     session: &NewSession<'_>,
 ) -> Result<Inserted, StoreError> {
-    // The id is the next integer: max(id) is one step down the UNIQUE index,
-    // and the single statement holds the write lock, so two inserts cannot
-    // pick the same id.
+    // The id is one past the highest ever handed out; the trigger on
+    // `sessions` moves the counter in this same statement, which holds the
+    // write lock, so two inserts cannot pick the same id and a deleted id
+    // never comes back. A conflicting insert stores nothing and takes no id.
     let id = conn
         .prepare_cached(
             "INSERT INTO sessions
                (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
                 ip, user_agent)
-             VALUES (?1, ?2, (SELECT ifnull(max(id), 0) + 1 FROM sessions), ?3, ?4, ?5, ?6, ?7, ?8)
+             VALUES (?1, ?2, (SELECT last_id + 1 FROM session_counter), ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (lookup_key) DO NOTHING
              RETURNING id",
         )?
@@ -245,6 +246,34 @@ mod tests {
         let row = find_by_token_hash(&conn, &[2; 32]).unwrap().unwrap();
         assert_eq!((row.session_id, row.username.as_str()), (2, "alice"));
         assert!(find_by_token_hash(&conn, &[3; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_deleted_id_is_never_handed_out_again_and_a_taken_key_takes_no_id() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        insert_at(&conn, &[1; 32], user, 10, 50);
+        insert_at(&conn, &[2; 32], user, 10, 50);
+        // The newest session, then every session, goes.
+        assert!(delete_by_token_hash(&conn, &[2; 32]).unwrap());
+        assert_eq!(
+            insert_at(&conn, &[3; 32], user, 10, 50),
+            Inserted::Stored(3)
+        );
+        assert_eq!(delete_for_user(&conn, user).unwrap(), 2);
+        assert_eq!(
+            insert_at(&conn, &[4; 32], user, 10, 50),
+            Inserted::Stored(4)
+        );
+        // A hash whose lookup key is taken stores nothing and spends no id.
+        let mut twin = [4; 32];
+        twin[31] = 0;
+        assert_eq!(insert_at(&conn, &twin, user, 10, 50), Inserted::KeyTaken);
+        assert_eq!(
+            insert_at(&conn, &[5; 32], user, 10, 50),
+            Inserted::Stored(5)
+        );
     }
 
     #[test]

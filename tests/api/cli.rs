@@ -597,6 +597,69 @@ fn client_list_and_remove() {
     assert_eq!(run.assert_error(), "error: no client \"ghost\"");
 }
 
+#[test]
+fn client_remove_refuses_the_last_client_unless_forced_since_introspect_would_open() {
+    let sandbox = Sandbox::new();
+    for id in ["nginx", "caddy"] {
+        sandbox.latchkey(&["client", "add", id], None).assert_ok();
+    }
+    // Not the last one: removed, with --force or without, and no warning.
+    let run = sandbox.latchkey(&["client", "remove", "caddy", "--force"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Removed client \"caddy\".\n");
+    assert_eq!(run.stderr, "");
+
+    let run = sandbox.latchkey(&["client", "remove", "nginx"], None);
+    let message = run.assert_error();
+    for needed in ["\"nginx\"", "last", "/introspect", "anyone", "--force"] {
+        assert!(message.contains(needed), "{needed:?} in {message:?}");
+    }
+    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
+    assert_eq!(listed, 1, "the refused removal kept the client");
+    // An unknown client is unknown, forced or not.
+    let run = sandbox.latchkey(&["client", "remove", "ghost", "--force"], None);
+    assert_eq!(run.assert_error(), "error: no client \"ghost\"");
+
+    let run = sandbox.latchkey(&["client", "remove", "nginx", "--force"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Removed client \"nginx\".\n");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(
+        run.stderr.starts_with("warning: ") && run.stderr.contains("/introspect is now open"),
+        "{run:#?}"
+    );
+    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
+    assert_eq!(listed, 0);
+}
+
+#[tokio::test]
+async fn a_refused_removal_of_the_last_client_keeps_introspect_closed() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .latchkey(&["client", "add", "nginx"], None)
+        .assert_ok();
+    let server = Server::start(&sandbox, &["serve"]);
+    let introspect = || async {
+        http_client()
+            .post(server.url("/introspect"))
+            .form(&[("token", "x")])
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(introspect().await, StatusCode::UNAUTHORIZED);
+    sandbox
+        .latchkey(&["client", "remove", "nginx"], None)
+        .assert_error();
+    assert_eq!(introspect().await, StatusCode::UNAUTHORIZED);
+    sandbox
+        .latchkey(&["client", "remove", "nginx", "--force"], None)
+        .assert_ok();
+    assert_eq!(introspect().await, StatusCode::OK);
+    server.stop();
+}
+
 // ---------------------------------------------------------------------------
 // backup
 
@@ -893,7 +956,11 @@ fn every_command_creates_and_migrates_the_database() {
             &conn,
             "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
         );
-        assert_eq!(tables, ["clients", "sessions", "users"], "{args:?}");
+        assert_eq!(
+            tables,
+            ["clients", "session_counter", "sessions", "users"],
+            "{args:?}"
+        );
     }
     // And running again on an existing, current database changes nothing.
     let mut cmd = sandbox.command(&["user", "list"]);

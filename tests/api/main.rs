@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod crash;
 mod errors;
+mod files;
 mod fuzz;
 mod introspect;
 mod login;

@@ -423,6 +423,45 @@ async fn deleting_one_of_ones_sessions_revokes_that_token_only() {
 }
 
 #[tokio::test]
+async fn a_session_id_is_never_handed_out_twice_not_even_after_the_newest_is_deleted() {
+    let app = spawn_app().await;
+    let (_, keep) = app.user_with_token("alice").await;
+    let mut handed_out = vec![app.session_id(&keep)];
+    let newest = app.login_token("alice", "password-of-test").await;
+    handed_out.push(app.session_id(&newest));
+
+    // The newest session deleted through the inventory...
+    let response = delete_session(&app, &keep, &handed_out[1].to_string()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let next = app.login_token("alice", "password-of-test").await;
+    let id = app.session_id(&next);
+    assert!(
+        handed_out.iter().all(|&old| id > old),
+        "id {id} after {handed_out:?}"
+    );
+    handed_out.push(id);
+
+    // ...or by logging out: its id stays spent either way.
+    assert_eq!(
+        app.logout_bearer(&next).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let last = app.login_token("alice", "password-of-test").await;
+    let id = app.session_id(&last);
+    assert!(
+        handed_out.iter().all(|&old| id > old),
+        "id {id} after {handed_out:?}"
+    );
+    // The inventory shows the two live sessions under their own ids.
+    let ids: Vec<i64> = list_sessions(&app, &keep)
+        .await
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [id, handed_out[0]]);
+}
+
+#[tokio::test]
 async fn deleting_the_current_session_logs_the_caller_out() {
     let app = spawn_app().await;
     let (_, token) = app.user_with_token("alice").await;

@@ -19,7 +19,11 @@ pub const SCHEMA: &str = include_str!("../../../schema.sql");
 type Migration = fn(&Transaction<'_>) -> Result<(), StoreError>;
 
 /// Every step since version 1, in order.
-const MIGRATIONS: &[Migration] = &[sessions_keyed_by_integer, users_credential_version];
+const MIGRATIONS: &[Migration] = &[
+    sessions_keyed_by_integer,
+    session_ids_never_reused,
+    users_credential_version,
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -78,7 +82,27 @@ fn sessions_keyed_by_integer(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds `users.credential_version`, which a login compares before it
+/// Version 3: session ids come from a counter that only goes up (see
+/// schema.sql), started at the largest id in the file. Ids that version 2
+/// handed out and then deleted above that are not known any more: only
+/// ids from here on are guaranteed never to repeat.
+fn session_ids_never_reused(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE session_counter (
+            id              INTEGER PRIMARY KEY CHECK (id = 1),
+            last_id         INTEGER NOT NULL
+         );
+         INSERT INTO session_counter (id, last_id)
+           SELECT 1, ifnull(max(id), 0) FROM sessions;
+         CREATE TRIGGER session_counter_follows AFTER INSERT ON sessions
+         BEGIN
+             UPDATE session_counter SET last_id = max(last_id, NEW.id);
+         END;",
+    )?;
+    Ok(())
+}
+
+/// Version 4: adds `users.credential_version`, which a login compares before it
 /// creates its session (see schema.sql). Every user starts at 0, and every
 /// session is kept: a session that exists was made before any change.
 fn users_credential_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
@@ -336,11 +360,118 @@ mod tests {
             .unwrap();
         assert_eq!((row.session_id, row.max_expires_at), (9, 400));
         // Ids go on from the highest kept one, and the cascade still works.
+        assert_eq!(insert_test_session(&old, 3, 1), 10);
         old.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM users WHERE id = 2")
             .unwrap();
         let left: i64 = old
             .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(left, 1);
+        assert_eq!(left, 2);
+    }
+
+    /// Stores a session of `user_id` under a hash of `seed` bytes; returns its id.
+    fn insert_test_session(conn: &Connection, seed: u8, user_id: i64) -> i64 {
+        let session = super::super::sessions::NewSession {
+            user_id,
+            created_at: 1,
+            expires_at: 2,
+            max_expires_at: 3,
+            ip: "127.0.0.1",
+            user_agent: "t",
+        };
+        match super::super::sessions::insert(conn, &[seed; 32], &session).unwrap() {
+            super::super::sessions::Inserted::Stored(id) => id,
+            taken => panic!("{taken:?}"),
+        }
+    }
+
+    #[test]
+    fn a_version_2_file_migrates_keeping_users_and_sessions_and_ids_go_on_past_the_largest() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("v2.db");
+        let mut old = Connection::open(&old_path).unwrap();
+        old.execute_batch(include_str!("schema_v2.sql")).unwrap();
+        old.pragma_update(None, "user_version", 2).unwrap();
+        // Sessions 3 and 7 are left of more (version 2 would hand out 8 next).
+        old.execute_batch(
+            "INSERT INTO users (id, username, username_folded, password_hash, email, created_at)
+               VALUES (1, 'Alice', 'alice', 'hash-a', 'a@example.com', 1),
+                      (2, 'bob', 'bob', 'hash-b', NULL, 1);
+             INSERT INTO sessions VALUES
+               (1, x'0000000000000001000000000000000000000000000000000000000000000000', 3, 1, 10, 100, 200, '127.0.0.1', 'a'),
+               (2, x'0000000000000002000000000000000000000000000000000000000000000000', 7, 2, 20, 300, 400, '::1', 'b');
+             INSERT INTO clients VALUES ('nginx', zeroblob(32), 5);",
+        )
+        .unwrap();
+        run(&mut old, &old_path).unwrap();
+
+        let new_path = dir.path().join("new.db");
+        let mut new = Connection::open(&new_path).unwrap();
+        run(&mut new, &new_path).unwrap();
+        assert_eq!(structure(&old), structure(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        let users = super::super::users::list(&old).unwrap();
+        let users: Vec<_> = users
+            .iter()
+            .map(|u| {
+                (
+                    u.id,
+                    u.username.as_str(),
+                    u.email.as_deref(),
+                    u.password_hash.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            users,
+            [
+                (1, "Alice", Some("a@example.com"), "hash-a"),
+                (2, "bob", None, "hash-b")
+            ]
+        );
+        let mut hash = [0; 32];
+        hash[7] = 2;
+        let row = super::super::sessions::find_by_token_hash(&old, &hash)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                row.session_id,
+                row.username.as_str(),
+                row.expires_at,
+                row.max_expires_at
+            ),
+            (7, "bob", 300, 400)
+        );
+        let clients = super::super::clients::list(&old).unwrap();
+        assert_eq!(clients.len(), 1);
+
+        // Deleting the newest kept session does not hand its id out again.
+        old.execute("DELETE FROM sessions WHERE id = 7", [])
+            .unwrap();
+        assert_eq!(insert_test_session(&old, 9, 1), 8);
+        old.execute("DELETE FROM sessions WHERE id = 8", [])
+            .unwrap();
+        assert_eq!(insert_test_session(&old, 10, 2), 9);
+    }
+
+    #[test]
+    fn a_version_2_file_without_sessions_starts_the_ids_at_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("schema_v2.sql")).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, username, username_folded, password_hash, created_at)
+               VALUES (1, 'alice', 'alice', 'x', 1);",
+        )
+        .unwrap();
+        run(&mut conn, &path).unwrap();
+        assert_eq!(insert_test_session(&conn, 1, 1), 1);
     }
 }

@@ -109,13 +109,12 @@ pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
 /// Stores `session` through `sessions::insert` under public id `id`; its
 /// token hash is 32 bytes of that id.
 ///
-/// The store gives each new session the next id (max(id) + 1), so lower
-/// ids a test skips are filled by placeholder sessions while the session
-/// is stored, then deleted again through `sessions::delete_by_token_hash`.
+/// The store hands out each id once, counting up, so the ids below `id`
+/// still to be handed out are spent by storing and deleting the session
+/// again until its turn comes. Panics if `id` was handed out already.
 pub fn insert_session(conn: &Connection, id: i64, session: &sessions::NewSession<'_>) {
     let wanted = id;
     let hash = [u8::try_from(wanted).expect("small id"); 32];
-    let mut placeholders = Vec::new();
     loop {
         let Inserted::Stored(id) = sessions::insert(conn, &hash, session).expect("insert session")
         else {
@@ -124,16 +123,8 @@ pub fn insert_session(conn: &Connection, id: i64, session: &sessions::NewSession
         if id == wanted {
             break;
         }
-        assert!(id < wanted, "session id {wanted} is taken");
-        // Hand `id` to a placeholder, so that the next try gets the next id.
+        assert!(id < wanted, "session id {wanted} was handed out already");
         assert!(sessions::delete_by_token_hash(conn, &hash).unwrap());
-        let placeholder = sha256(&format!("placeholder session {id}"));
-        let taken = sessions::insert(conn, &placeholder, session).expect("insert placeholder");
-        assert_eq!(taken, Inserted::Stored(id));
-        placeholders.push(placeholder);
-    }
-    for placeholder in &placeholders {
-        assert!(sessions::delete_by_token_hash(conn, placeholder).unwrap());
     }
 }
 

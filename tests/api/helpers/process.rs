@@ -148,6 +148,30 @@ impl Sandbox {
     }
 }
 
+/// `cmd` run by `sh` after the shell commands `prelude`, then `exec`-ed:
+/// the same program, arguments, directory and environment, in the same
+/// process (so `$$` in `prelude` is its PID), with what `prelude` set up,
+/// e.g. `umask 000`. Tests cannot change the umask of their own process: it
+/// is shared by every thread, so every test running at the same time.
+pub fn through_shell(cmd: &Command, prelude: &str) -> Command {
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(value) => shell.env(name, value),
+            None => shell.env_remove(name),
+        };
+    }
+    shell
+}
+
 /// Kills a child process when dropped (by its own PID), so a failed
 /// assertion never leaves a process running.
 pub struct ChildGuard(pub Child);
