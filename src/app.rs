@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App as ActixApp, HttpServer};
 
 use crate::auth::{Auth, AuthError};
@@ -50,7 +50,7 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         ActixApp::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .wrap(from_fn(http::body::reject_oversized))
+            .wrap(http::body::RejectOversized)
             .wrap(ErrorHandlers::new().default_handler(http::error::json_errors))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

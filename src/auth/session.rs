@@ -111,10 +111,14 @@ impl Auth {
             Verdict::Valid(identity) => Ok(Some(identity)),
             Verdict::Slid(identity) => {
                 let expires_at = identity.expires_at;
-                self.inner
-                    .store
-                    .run(move |conn| sessions::extend(conn, &hash.0, expires_at))
-                    .await?;
+                // Boxed: a slide happens about once per `refresh_within` per
+                // session, and the unboxed write would grow every check's future.
+                Box::pin(
+                    self.inner
+                        .store
+                        .run(move |conn| sessions::extend(conn, &hash.0, expires_at)),
+                )
+                .await?;
                 Ok(Some(identity))
             }
         }

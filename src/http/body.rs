@@ -4,12 +4,16 @@ use std::borrow::Cow;
 use std::future::poll_fn;
 use std::pin::Pin;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use std::rc::Rc;
+
+use std::future::{ready, Ready};
+
+use actix_utils::future::Either;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header;
-use actix_web::middleware::Next;
 use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::HttpRequest;
+use futures_core::future::LocalBoxFuture;
 use futures_core::Stream;
 
 use super::error::ApiError;
@@ -51,26 +55,76 @@ pub fn body_kind(req: &HttpRequest) -> Result<BodyKind, ApiError> {
 /// A declared `Content-Length` is checked without reading anything. A
 /// chunked body has no declared length, so it is read here (at most the
 /// limit, rare in practice) and handed on to the handler from memory.
-pub async fn reject_oversized(
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge.into());
+///
+/// Written as a `Transform` rather than with `middleware::from_fn`: that one
+/// boxes two futures per request (its own and the inner service's), and
+/// every request, `/verify` above all, passes through here. Only the rare
+/// chunked request pays for a box.
+pub struct RejectOversized;
+
+impl<S, B> Transform<S, ServiceRequest> for RejectOversized
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = RejectOversizedService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(RejectOversizedService {
+            service: Rc::new(service),
+        }))
     }
-    if req.headers().contains_key(header::TRANSFER_ENCODING) {
-        let payload = req.extract::<Payload>().await?;
-        let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => {
-                let message = "the request body could not be read".to_owned();
-                return Err(ApiError::InvalidRequest(message).into());
-            }
-            Err(_) => return Err(ApiError::PayloadTooLarge.into()),
-        };
-        req.set_payload(actix_web::dev::Payload::from(body));
+}
+
+/// The service [`RejectOversized`] wraps around the app.
+pub struct RejectOversizedService<S> {
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for RejectOversizedService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = Either<
+        Ready<Result<ServiceResponse<B>, actix_web::Error>>,
+        Either<S::Future, LocalBoxFuture<'static, Result<ServiceResponse<B>, actix_web::Error>>>,
+    >;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        if declared_length(req.headers()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Either::left(ready(Err(ApiError::PayloadTooLarge.into())));
+        }
+        if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+            return Either::right(Either::left(self.service.call(req)));
+        }
+        let service = Rc::clone(&self.service);
+        Either::right(Either::right(Box::pin(async move {
+            let req = buffer_chunked_body(req).await?;
+            service.call(req).await
+        })))
     }
-    next.call(req).await
+}
+
+/// Reads a chunked body into memory (413 past the limit) and puts it back.
+async fn buffer_chunked_body(mut req: ServiceRequest) -> Result<ServiceRequest, actix_web::Error> {
+    let payload = req.extract::<Payload>().await?;
+    let body = match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            let message = "the request body could not be read".to_owned();
+            return Err(ApiError::InvalidRequest(message).into());
+        }
+        Err(_) => return Err(ApiError::PayloadTooLarge.into()),
+    };
+    req.set_payload(actix_web::dev::Payload::from(body));
+    Ok(req)
 }
 
 fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
@@ -81,7 +135,7 @@ fn declared_length(headers: &header::HeaderMap) -> Option<u64> {
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] with 413.
-/// (A declared oversized length never gets here: [`reject_oversized`].)
+/// (A declared oversized length never gets here: [`RejectOversized`].)
 ///
 /// A small body usually arrives as one chunk, which is handed back as is:
 /// actix's own `to_bytes_limited` would copy it into a fresh 32 KiB buffer.

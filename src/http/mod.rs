@@ -109,24 +109,27 @@ impl AppState {
 }
 
 /// The route table.
+///
+/// Routes are matched in order, so the two behind proxied requests come
+/// first. No two patterns overlap: the order changes nothing else.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/login")
-            .route(web::get().to(login::login_page))
-            .route(web::post().to(login::login)),
-    )
-    .service(web::resource("/logout").route(web::post().to(logout::logout)))
-    .service(web::resource("/introspect").route(web::post().to(introspect::introspect)))
     // Forward auth: proxies may send the original method, so every method.
-    .service(web::resource("/verify").to(verify::verify))
-    .service(web::resource("/me").route(web::get().to(me::me)))
-    .service(web::resource("/sessions").route(web::get().to(me::sessions)))
-    .service(web::resource("/sessions/{id}").route(web::delete().to(me::delete_session)))
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .route(web::head().to(health::healthz)),
-    );
+    cfg.service(web::resource("/verify").to(verify::verify))
+        .service(web::resource("/introspect").route(web::post().to(introspect::introspect)))
+        .service(
+            web::resource("/login")
+                .route(web::get().to(login::login_page))
+                .route(web::post().to(login::login)),
+        )
+        .service(web::resource("/logout").route(web::post().to(logout::logout)))
+        .service(web::resource("/me").route(web::get().to(me::me)))
+        .service(web::resource("/sessions").route(web::get().to(me::sessions)))
+        .service(web::resource("/sessions/{id}").route(web::delete().to(me::delete_session)))
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(health::healthz))
+                .route(web::head().to(health::healthz)),
+        );
 }
 
 /// Answer for unknown routes.

@@ -2,6 +2,8 @@
 //! and Caddy `forward_auth`.
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
@@ -15,7 +17,7 @@ pub async fn verify(
 ) -> Result<HttpResponse, ApiError> {
     if let Some((token, _)) = state.token(&req) {
         if let Some(identity) = state.auth.check_token(token).await? {
-            return Ok(identity_response(&identity));
+            return Ok(identity_response(identity));
         }
     }
     let login_url = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -43,25 +45,28 @@ const REMOTE_USER_ID: HeaderName = HeaderName::from_static("remote-user-id");
 const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
 const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
 
-fn identity_response(identity: &Identity) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response.insert_header(super::error::no_store());
-    let mut put = |name: HeaderName, value: &str| {
-        // UTF-8 names go out as raw bytes (obs-text), as other forward-auth
-        // servers do; a value that is not a valid header is left out.
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            response.insert_header((name, value));
+fn identity_response(identity: Identity) -> HttpResponse {
+    let mut response = HttpResponse::new(StatusCode::OK);
+    let headers = response.headers_mut();
+    let (name, value) = super::error::no_store();
+    headers.insert(name, value);
+    let mut put = |name: HeaderName, value: String| {
+        // The text moves into the header as is (no copy). UTF-8 names go
+        // out as raw bytes (obs-text), as other forward-auth servers do; a
+        // value that is not a valid header is left out.
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            headers.insert(name, value);
         }
     };
-    put(REMOTE_USER, &identity.username);
-    if let Some(email) = &identity.email {
+    put(REMOTE_USER, identity.username);
+    if let Some(email) = identity.email {
         put(REMOTE_EMAIL, email);
     }
-    if let Some(name) = &identity.display_name {
+    if let Some(name) = identity.display_name {
         put(REMOTE_NAME, name);
     }
-    response.insert_header((REMOTE_USER_ID, HeaderValue::from(identity.user_id)));
-    response.finish()
+    headers.insert(REMOTE_USER_ID, HeaderValue::from(identity.user_id));
+    response
 }
 
 /// The URL the user originally asked for, as the proxy reports it.

@@ -192,7 +192,10 @@ impl Store {
                 } else {
                     tracing::debug!(%error, fallbacks = count, "inline read failed; read through the pool");
                 }
-                self.run(move |conn| f(conn)).await
+                // Boxed: the pooled path's future (a timed permit wait and a
+                // blocking task) would otherwise be part of, and moved with,
+                // every inline read's future on the hot path.
+                Box::pin(self.run(move |conn| f(conn))).await
             }
         }
     }
