@@ -41,7 +41,7 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("a valid token is required")]
     Unauthorized,
-    #[error("too many failed logins; retry in {retry_after} s")]
+    #[error("too many login attempts; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the server is busy")]
     Busy,

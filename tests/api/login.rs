@@ -583,7 +583,7 @@ async fn the_login_page_sends_protective_headers() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(header(&response, "x-frame-options"), "DENY");
-    assert_eq!(header(&response, "referrer-policy"), "no-referrer");
+    assert_eq!(header(&response, "referrer-policy"), "same-origin");
     assert_eq!(header(&response, "cache-control"), "no-store");
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
     // The failure page carries them too.
