@@ -63,11 +63,14 @@ impl Auth {
     ) -> Result<NewSession, AuthError> {
         let inner = &self.inner;
         let folded = username.folded();
-        inner
+        // The attempt is reserved before the hash, so that parallel guesses
+        // cannot all be verified before the first failure is counted. It is
+        // released uncounted if the login ends before the password is known.
+        let attempt = inner
             .limiter
-            .check(folded, client.limited_address, unix_now())
+            .reserve(folded, client.limited_address, unix_now())
             .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
-        // A place in the hashing pool first: when the pool is full the login
+        // A place in the hashing pool next: when the pool is full the login
         // is refused before it costs a database lookup.
         let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
 
@@ -99,13 +102,12 @@ impl Auth {
         let user = match user {
             Some(user) if matches && !user.disabled => user,
             _ => {
-                inner
-                    .limiter
-                    .record_failure(folded, client.limited_address, unix_now());
+                attempt.failed(unix_now());
+                log_failure(user.as_ref().map(|u| u.username.as_str()), client.ip);
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        inner.limiter.record_success(folded);
+        attempt.succeeded(unix_now());
 
         let lifetimes = inner.lifetimes;
         let user_agent: String = client
@@ -167,6 +169,17 @@ fn create_session(
     let created = insert_session(&tx, draw, session)?;
     tx.commit().map_err(StoreError::from)?;
     Ok(created)
+}
+
+/// Logs a failed login: always the client address, and the account's name
+/// only when it exists. What was typed is never logged, since a password
+/// typed into the username field would land in the log.
+fn log_failure(existing_user: Option<&str>, ip: IpAddr) {
+    let reason = AuthError::InvalidCredentials;
+    match existing_user {
+        Some(user) => tracing::info!(user, %ip, reason = %reason, "login refused"),
+        None => tracing::info!(%ip, reason = %reason, "login refused"),
+    }
 }
 
 /// Stores `session` under a freshly drawn token, drawing again while the

@@ -46,7 +46,7 @@ pub enum AuthError {
     CredentialsChanged,
     #[error("a valid token is required")]
     Unauthorized,
-    #[error("too many failed logins; retry in {retry_after} s")]
+    #[error("too many login attempts; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the server is busy")]
     Busy,

@@ -35,7 +35,7 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the body must be application/json or application/x-www-form-urlencoded")]
     UnsupportedMediaType,
-    #[error("too many failed logins; try again in {retry_after} seconds")]
+    #[error("too many login attempts; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
     #[error("the server is busy; try again shortly")]
     Busy,

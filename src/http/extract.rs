@@ -72,8 +72,9 @@ fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
 pub struct ClientAddress {
     /// Best knowledge of the client address, recorded with a new session.
     pub ip: IpAddr,
-    /// The address the per-address login limit may count; `None` when it is
-    /// not reliable, so that a proxy is never banned as a whole.
+    /// The address the per-address login limit counts; `None` only for a
+    /// trusted proxy that names no usable client, so that a proxy is never
+    /// banned as a whole.
     pub limited: Option<IpAddr>,
     /// `X-Forwarded-For` came from a peer that is not a trusted proxy.
     pub untrusted_forwarding: bool,
@@ -83,8 +84,8 @@ pub struct ClientAddress {
 ///
 /// SPEC: the peer, or, when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` entry that is not itself a trusted proxy. Forwarding
-/// headers from an untrusted peer are ignored for the address and switch the
-/// per-address limit off for that request.
+/// headers from an untrusted peer are ignored: the peer itself is counted,
+/// or anyone could pick a fresh address per guess.
 pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> ClientAddress {
     let peer = req
         .peer_addr()
@@ -109,7 +110,7 @@ pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> ClientAddress {
     if !is_trusted(peer) {
         return ClientAddress {
             ip: peer,
-            limited: None,
+            limited: Some(peer),
             untrusted_forwarding: true,
         };
     }
@@ -151,23 +152,50 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The host the client addressed, without port: `X-Forwarded-Host` from a
-/// trusted proxy, else `Host`.
-pub fn request_host(req: &HttpRequest, trusted: &[IpNet]) -> Option<String> {
+/// Where a request was sent, as the client addressed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOrigin {
+    /// Lowercased: `http` or `https` (or whatever a trusted proxy said).
+    pub scheme: String,
+    /// Lowercased, without the port; IPv6 in brackets, as URLs write it.
+    pub host: String,
+    pub port: u16,
+}
+
+/// The scheme, host and port the client addressed.
+///
+/// From a trusted proxy, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// `X-Forwarded-Port` (first values) say them, each falling back to what
+/// the request itself says. From any other peer they are ignored: the
+/// scheme is `http` (latchkey speaks plain HTTP) and the host is `Host`.
+/// The port is the forwarded port, else the one in the host, else the
+/// scheme's default. `None` without a usable host.
+pub fn request_origin(req: &HttpRequest, trusted: &[IpNet]) -> Option<RequestOrigin> {
     let from_trusted_proxy = req
         .peer_addr()
-        .is_some_and(|a| trusted.iter().any(|net| net.contains(a.ip())));
+        .is_some_and(|a| trusted.iter().any(|net| net.contains(canonical(a.ip()))));
     let header_value = |name: &str| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+            .map(|v| v.split(',').next().unwrap_or(v).trim())
+            .filter(|v| !v.is_empty())
     };
-    let host = from_trusted_proxy
-        .then(|| header_value("x-forwarded-host"))
-        .flatten()
-        .or_else(|| header_value("host"))?;
-    Some(strip_port(&host).to_ascii_lowercase())
+    let forwarded = |name: &str| from_trusted_proxy.then(|| header_value(name)).flatten();
+    let scheme = forwarded("x-forwarded-proto")
+        .unwrap_or("http")
+        .to_ascii_lowercase();
+    let authority = forwarded("x-forwarded-host").or_else(|| header_value("host"))?;
+    let host = strip_port(authority);
+    let port = forwarded("x-forwarded-port")
+        .and_then(|p| p.parse().ok())
+        .or_else(|| authority[host.len()..].strip_prefix(':')?.parse().ok())
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Some(RequestOrigin {
+        host: host.to_ascii_lowercase(),
+        scheme,
+        port,
+    })
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
@@ -217,10 +245,10 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_from_an_untrusted_peer_is_ignored_and_skips_the_address_limit() {
+    fn forwarding_from_an_untrusted_peer_is_ignored_and_the_peer_is_limited() {
         let addr = client_address(&request("10.0.0.5", Some("1.2.3.4")), &[]);
         assert_eq!(addr.ip, "10.0.0.5".parse::<IpAddr>().unwrap());
-        assert_eq!(addr.limited, None);
+        assert_eq!(addr.limited, Some(addr.ip));
         assert!(addr.untrusted_forwarding);
     }
 
@@ -291,6 +319,58 @@ mod tests {
             .insert_header(("Authorization", "Basic %%%"))
             .to_http_request();
         assert!(basic_credentials(&req).is_none());
+    }
+
+    fn origin(peer: &str, headers: &[(&str, &str)], trusted: &[IpNet]) -> Option<RequestOrigin> {
+        let mut req = TestRequest::default().peer_addr(format!("{peer}:4000").parse().unwrap());
+        for &header in headers {
+            req = req.insert_header(header);
+        }
+        request_origin(&req.to_http_request(), trusted)
+    }
+
+    fn expected(scheme: &str, host: &str, port: u16) -> Option<RequestOrigin> {
+        Some(RequestOrigin {
+            scheme: scheme.into(),
+            host: host.into(),
+            port,
+        })
+    }
+
+    #[test]
+    fn the_origin_comes_from_host_unless_a_trusted_proxy_says_otherwise() {
+        let forwarded = [
+            ("Host", "Auth.Example.com:8080"),
+            ("X-Forwarded-Proto", "HTTPS"),
+            ("X-Forwarded-Host", "login.example.com"),
+        ];
+        let trusted = nets(&["127.0.0.1"]);
+        assert_eq!(
+            origin("10.0.0.5", &forwarded, &trusted),
+            expected("http", "auth.example.com", 8080)
+        );
+        assert_eq!(
+            origin("127.0.0.1", &forwarded, &trusted),
+            expected("https", "login.example.com", 443)
+        );
+        let with_port = [("X-Forwarded-Port", "8443"), forwarded[1], forwarded[2]];
+        assert_eq!(
+            origin("127.0.0.1", &with_port, &trusted),
+            expected("https", "login.example.com", 8443)
+        );
+        assert_eq!(
+            origin("127.0.0.1", &[("Host", "[::1]:81")], &trusted),
+            expected("http", "[::1]", 81)
+        );
+        assert_eq!(
+            origin(
+                "127.0.0.1",
+                &[("Host", "h"), ("X-Forwarded-Proto", "https")],
+                &trusted
+            ),
+            expected("https", "h", 443)
+        );
+        assert_eq!(origin("127.0.0.1", &[], &trusted), None);
     }
 
     #[test]

@@ -46,7 +46,12 @@ pub async fn login(
                     "max_expires_at": session.max_expires_at,
                 })))
         }
-        BodyKind::Form => Ok(form_login(&req, &state, &body).await),
+        BodyKind::Form => {
+            // Only a form can be sent across sites without CORS, so only a
+            // form is checked; its refusal is JSON, as nothing was logged in.
+            state.check_login_origin(&req)?;
+            Ok(form_login(&req, &state, &body).await)
+        }
     }
 }
 
@@ -64,8 +69,8 @@ async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpRes
         .unwrap_or_default();
     match attempt(req, state, &fields).await {
         Ok(session) => {
-            let host = state.request_host(req);
-            let target = state.hosts.redirect_target(rd, host.as_deref());
+            let origin = state.request_origin(req);
+            let target = state.hosts.redirect_target(rd, origin.as_ref());
             HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, target))
                 .insert_header(no_store())
@@ -93,13 +98,16 @@ async fn attempt(
         user_agent: super::extract::user_agent(req),
     };
     let outcome = state.auth.login(&username, password, client).await;
-    let username = username.as_str();
+    // Only a login that succeeded names its user here: what was typed may be
+    // a password typed into the wrong field. `Auth` logs a wrong password
+    // itself, with the name only of an account that exists.
     match &outcome {
-        Ok(_) => tracing::info!(user = username, ip = %address.ip, "login"),
+        Ok(_) => tracing::info!(user = username.as_str(), ip = %address.ip, "login"),
+        Err(AuthError::InvalidCredentials) => {}
         // Shed logins come by the thousand in a flood: a log line each would
         // cost the CPU that shedding saves.
-        Err(AuthError::Busy) => tracing::debug!(user = username, ip = %address.ip, "login shed"),
-        Err(e) => tracing::info!(user = username, ip = %address.ip, reason = %e, "login refused"),
+        Err(AuthError::Busy) => tracing::debug!(ip = %address.ip, "login shed"),
+        Err(e) => tracing::info!(ip = %address.ip, reason = %e, "login refused"),
     }
     if matches!(
         outcome,

@@ -18,7 +18,9 @@ mod logout;
 mod me;
 mod verify;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,8 +29,12 @@ use crate::auth::{Auth, Identity};
 use crate::config::{Config, IpNet};
 use cookie::CookieSettings;
 use error::ApiError;
-use extract::{ClientAddress, TokenSource};
+use extract::{ClientAddress, RequestOrigin, TokenSource};
 use redirect::HostPolicy;
+
+/// Most peers remembered as already warned about; past that, new ones are
+/// not named, so a flood of peers cannot grow the set or the log.
+const MAX_WARNED_PEERS: usize = 1024;
 
 /// What every handler shares: the use cases and the HTTP-side settings.
 pub struct AppState {
@@ -36,7 +42,7 @@ pub struct AppState {
     pub cookie: CookieSettings,
     pub hosts: HostPolicy,
     pub trusted_proxies: Vec<IpNet>,
-    warned_untrusted_forwarding: AtomicBool,
+    warned_peers: Mutex<WarnedPeers>,
 }
 
 impl AppState {
@@ -47,7 +53,7 @@ impl AppState {
             cookie: CookieSettings::from_config(&config.session),
             hosts: HostPolicy::from_config(config),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            warned_untrusted_forwarding: AtomicBool::new(false),
+            warned_peers: Mutex::default(),
         }
     }
 
@@ -56,44 +62,69 @@ impl AppState {
         extract::request_token(req, &self.cookie.name)
     }
 
-    /// The client address; warns once when forwarding headers come from an
-    /// untrusted peer (SPEC: `trusted_proxies` should then be set).
+    /// The client address; warns once per peer that sends `X-Forwarded-For`
+    /// without being a trusted proxy (SPEC: the header is ignored then).
     fn client_address(&self, req: &HttpRequest) -> ClientAddress {
         let address = extract::client_address(req, &self.trusted_proxies);
-        if address.untrusted_forwarding
-            && !self
-                .warned_untrusted_forwarding
-                .swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!(
-                peer = %address.ip,
-                "X-Forwarded-For received from a peer not in server.trusted_proxies; \
-                 the per-address login limit is skipped for such requests. \
-                 Set server.trusted_proxies to your proxy's address."
-            );
+        if address.untrusted_forwarding {
+            match first_sighting(&self.warned_peers, address.ip) {
+                Sighting::New => tracing::warn!(
+                    peer = %address.ip,
+                    "X-Forwarded-For received from a peer not in server.trusted_proxies; \
+                     the header is ignored and the peer's own address is counted by the \
+                     login limits. If this peer is your proxy, add its address to \
+                     server.trusted_proxies."
+                ),
+                Sighting::LastNamed => tracing::warn!(
+                    "X-Forwarded-For received from more than {MAX_WARNED_PEERS} untrusted \
+                     peers; further ones are not logged"
+                ),
+                Sighting::Known => {}
+            }
         }
         address
     }
 
-    fn request_host(&self, req: &HttpRequest) -> Option<String> {
-        extract::request_host(req, &self.trusted_proxies)
+    /// Scheme, host and port the client addressed (forwarded ones only from
+    /// trusted proxies).
+    fn request_origin(&self, req: &HttpRequest) -> Option<RequestOrigin> {
+        extract::request_origin(req, &self.trusted_proxies)
+    }
+
+    /// True when the request's `Origin` names a site that is not friendly
+    /// (`null` included). A request without `Origin` is not cross-site.
+    fn sent_by_another_site(&self, req: &HttpRequest) -> bool {
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return false;
+        };
+        let host = self.request_origin(req).map(|o| o.host);
+        !origin
+            .to_str()
+            .is_ok_and(|origin| self.hosts.origin_allowed(origin, host.as_deref()))
     }
 
     /// SPEC: a state-changing request authenticated by the cookie whose
     /// `Origin` names another site gets 403. Bearer requests are not subject
     /// to it: browsers never attach a bearer header on their own.
     fn check_origin(&self, req: &HttpRequest, source: TokenSource) -> Result<(), ApiError> {
-        if source != TokenSource::Cookie {
-            return Ok(());
+        if source == TokenSource::Cookie && self.sent_by_another_site(req) {
+            return Err(ApiError::Forbidden("cross-site request refused"));
         }
-        let Some(origin) = req.headers().get(header::ORIGIN) else {
-            return Ok(());
-        };
-        let host = self.request_host(req);
-        match origin.to_str() {
-            Ok(origin) if self.hosts.origin_allowed(origin, host.as_deref()) => Ok(()),
-            _ => Err(ApiError::Forbidden("cross-site request refused")),
+        Ok(())
+    }
+
+    /// SPEC (login CSRF): a form login sent by another site, by its
+    /// `Origin` or by the browser's `Sec-Fetch-Site: cross-site`, gets 403,
+    /// so no other site can log a browser into an account of its choosing.
+    fn check_login_origin(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let cross_site_fetch = req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if cross_site_fetch || self.sent_by_another_site(req) {
+            return Err(ApiError::Forbidden("cross-site login refused"));
         }
+        Ok(())
     }
 
     /// The identity behind the request's token, or 401.
@@ -105,6 +136,42 @@ impl AppState {
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok((identity, source))
+    }
+}
+
+/// Whether a peer is new to the warned set.
+#[derive(Debug, PartialEq, Eq)]
+enum Sighting {
+    /// Not seen before: name it.
+    New,
+    /// Seen, or the set is full and that was said already.
+    Known,
+    /// The set just became full: say so, once.
+    LastNamed,
+}
+
+/// The untrusted peers already warned about.
+#[derive(Debug, Default)]
+struct WarnedPeers {
+    peers: HashSet<IpAddr>,
+    /// The set is full and the log said so.
+    full: bool,
+}
+
+/// Records `peer` among the `warned` (at most [`MAX_WARNED_PEERS`]).
+fn first_sighting(warned: &Mutex<WarnedPeers>, peer: IpAddr) -> Sighting {
+    // Plain values only: a poisoned set is still sound.
+    let mut warned = warned.lock().unwrap_or_else(|p| p.into_inner());
+    if warned.peers.contains(&peer) {
+        Sighting::Known
+    } else if warned.peers.len() < MAX_WARNED_PEERS {
+        warned.peers.insert(peer);
+        Sighting::New
+    } else if !warned.full {
+        warned.full = true;
+        Sighting::LastNamed
+    } else {
+        Sighting::Known
     }
 }
 
@@ -135,4 +202,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Answer for unknown routes.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_untrusted_peer_is_named_once_and_the_set_stays_bounded() {
+        let warned = Mutex::default();
+        let peer = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        assert_eq!(first_sighting(&warned, peer(1)), Sighting::New);
+        assert_eq!(first_sighting(&warned, peer(1)), Sighting::Known);
+        assert_eq!(first_sighting(&warned, peer(2)), Sighting::New);
+        for i in 3..=MAX_WARNED_PEERS as u32 {
+            assert_eq!(first_sighting(&warned, peer(i)), Sighting::New);
+        }
+        let more = MAX_WARNED_PEERS as u32 + 1;
+        assert_eq!(first_sighting(&warned, peer(more)), Sighting::LastNamed);
+        assert_eq!(first_sighting(&warned, peer(more + 1)), Sighting::Known);
+        assert_eq!(first_sighting(&warned, peer(1)), Sighting::Known);
+        assert_eq!(warned.lock().unwrap().peers.len(), MAX_WARNED_PEERS);
+    }
 }

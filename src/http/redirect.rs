@@ -1,12 +1,16 @@
 //! Which hosts latchkey trusts to send a browser to, or to accept a form from.
 //!
 //! One policy serves both the `rd` allow-list (no open redirects) and the
-//! cross-site `Origin` check: a host is friendly when it is the host the
+//! cross-site `Origin` check. A host is friendly when it is the host the
 //! request was sent to, a host in `login.allowed_redirect_hosts`, or
-//! `session.cookie_domain` or a subdomain of it.
+//! `session.cookie_domain` or a subdomain of it. A redirect is stricter
+//! than an `Origin`: to this very host it must keep the request's scheme
+//! and port (another port may be another program), and to the other
+//! friendly hosts it must use `https` while the cookie is `Secure`.
 
 use url::Url;
 
+use super::extract::RequestOrigin;
 use crate::config::Config;
 
 /// Longest `rd` accepted; longer values fall back to the default.
@@ -18,6 +22,8 @@ pub struct HostPolicy {
     default_redirect: String,
     allowed_hosts: Vec<String>,
     cookie_domain: Option<String>,
+    /// `session.cookie_secure`: redirects to other hosts must be `https`.
+    https_only: bool,
 }
 
 impl HostPolicy {
@@ -37,23 +43,27 @@ impl HostPolicy {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             cookie_domain: (!domain.is_empty()).then_some(domain),
+            https_only: config.session.cookie_secure,
         }
     }
 
     /// Where to send the browser after a login: `rd` when allowed, else the default.
-    pub fn redirect_target(&self, rd: Option<&str>, request_host: Option<&str>) -> String {
+    pub fn redirect_target(&self, rd: Option<&str>, origin: Option<&RequestOrigin>) -> String {
         match rd {
-            Some(rd) if self.redirect_allowed(rd, request_host) => rd.to_owned(),
+            Some(rd) if self.redirect_allowed(rd, origin) => rd.to_owned(),
             _ => self.default_redirect.clone(),
         }
     }
 
-    /// True when `rd` is a path on this host or an http(s) URL on a friendly host.
+    /// True when `rd` is a path on this host, a URL of this very origin
+    /// (the request's scheme, host and port), or an http(s) URL on an
+    /// allowed host or the cookie domain (`https` only while cookies are
+    /// `Secure`: a plain-HTTP hop would expose the session).
     ///
     /// Refuses everything a browser might read as another host: `//evil`,
     /// `/\evil`, control characters (browsers strip tabs and newlines),
     /// userinfo (`https://good@evil`), and schemes other than http and https.
-    pub fn redirect_allowed(&self, rd: &str, request_host: Option<&str>) -> bool {
+    pub fn redirect_allowed(&self, rd: &str, origin: Option<&RequestOrigin>) -> bool {
         if rd.is_empty()
             || rd.len() > MAX_REDIRECT_LEN
             || rd.contains('\\')
@@ -73,15 +83,27 @@ impl HostPolicy {
         {
             return false;
         }
-        url.host_str()
-            .is_some_and(|host| self.is_friendly_host(host, request_host))
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let same_origin = origin.is_some_and(|o| {
+            o.host.eq_ignore_ascii_case(host)
+                && o.scheme == url.scheme()
+                && url.port_or_known_default() == Some(o.port)
+        });
+        same_origin || (self.is_listed_host(host) && (url.scheme() == "https" || !self.https_only))
     }
 
     /// True for this request's host, an allowed host, or the cookie domain's hosts.
     pub fn is_friendly_host(&self, host: &str, request_host: Option<&str>) -> bool {
+        request_host.is_some_and(|h| h.eq_ignore_ascii_case(host)) || self.is_listed_host(host)
+    }
+
+    /// True for a host in `login.allowed_redirect_hosts`, or the cookie
+    /// domain or a subdomain of it.
+    fn is_listed_host(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        request_host.is_some_and(|h| h.eq_ignore_ascii_case(&host))
-            || self.allowed_hosts.contains(&host)
+        self.allowed_hosts.contains(&host)
             || self.cookie_domain.as_deref().is_some_and(|domain| {
                 host == domain
                     || host
@@ -91,7 +113,8 @@ impl HostPolicy {
     }
 
     /// True when an `Origin` header names a friendly site; `null` and
-    /// unparseable origins are not.
+    /// unparseable origins are not. Scheme and port are not compared: an
+    /// origin check asks which site sent a request, not where it may go.
     pub fn origin_allowed(&self, origin: &str, request_host: Option<&str>) -> bool {
         match Url::parse(origin) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url
@@ -106,15 +129,31 @@ impl HostPolicy {
 mod tests {
     use super::*;
 
-    fn policy() -> HostPolicy {
+    fn policy_with(cookie_secure: bool) -> HostPolicy {
         let mut config = Config::default();
         config.session.cookie_domain = ".example.com".into();
+        config.session.cookie_secure = cookie_secure;
         config.login.allowed_redirect_hosts = vec!["Partner.org".into()];
         config.login.default_redirect = "/home".into();
         HostPolicy::from_config(&config)
     }
 
-    const HOST: Option<&str> = Some("auth.local");
+    fn policy() -> HostPolicy {
+        policy_with(true)
+    }
+
+    fn origin(scheme: &str, host: &str, port: u16) -> RequestOrigin {
+        RequestOrigin {
+            scheme: scheme.into(),
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// latchkey reached over plain HTTP on port 80.
+    fn here() -> RequestOrigin {
+        origin("http", "auth.local", 80)
+    }
 
     #[test]
     fn paths_and_friendly_hosts_are_allowed() {
@@ -123,13 +162,16 @@ mod tests {
             "/",
             "/app?x=1#y",
             "http://auth.local/x",
+            "http://auth.local:80/x",
             "https://app.example.com/path",
             "https://example.com",
             "https://deep.sub.example.com:8443/",
             "https://partner.org/",
         ] {
-            assert!(p.redirect_allowed(rd, HOST), "{rd} refused");
+            assert!(p.redirect_allowed(rd, Some(&here())), "{rd} refused");
         }
+        let tls = origin("https", "auth.local", 8443);
+        assert!(p.redirect_allowed("https://auth.local:8443/x", Some(&tls)));
     }
 
     #[test]
@@ -155,17 +197,42 @@ mod tests {
             "evil.com",
             "ftp://app.example.com/",
             "",
+            // This host, but another port or scheme: maybe another program.
+            "http://auth.local:8080/",
+            "https://auth.local/",
+            // Plain HTTP to other friendly hosts while cookies are Secure.
+            "http://partner.org/",
+            "http://app.example.com/",
         ] {
-            assert!(!p.redirect_allowed(rd, HOST), "{rd:?} allowed");
+            assert!(!p.redirect_allowed(rd, Some(&here())), "{rd:?} allowed");
         }
-        assert_eq!(p.redirect_target(Some("//evil.com"), HOST), "/home");
-        assert_eq!(p.redirect_target(None, HOST), "/home");
-        assert_eq!(p.redirect_target(Some("/ok"), HOST), "/ok");
+        // A scheme downgrade from a request that came in over https.
+        let tls = origin("https", "auth.local", 443);
+        assert!(!p.redirect_allowed("http://auth.local/", Some(&tls)));
+        assert!(!p.redirect_allowed("https://auth.local:444/", Some(&tls)));
+        // Without a known origin, this host is not recognised at all.
+        assert!(!p.redirect_allowed("http://auth.local/", None));
+        assert_eq!(
+            p.redirect_target(Some("//evil.com"), Some(&here())),
+            "/home"
+        );
+        assert_eq!(p.redirect_target(None, Some(&here())), "/home");
+        assert_eq!(p.redirect_target(Some("/ok"), Some(&here())), "/ok");
+    }
+
+    #[test]
+    fn plain_http_to_other_friendly_hosts_is_allowed_only_without_secure_cookies() {
+        let p = policy_with(false);
+        assert!(p.redirect_allowed("http://partner.org/", Some(&here())));
+        assert!(p.redirect_allowed("http://app.example.com:8080/", Some(&here())));
+        // The same-origin rule does not depend on the cookie.
+        assert!(!p.redirect_allowed("http://auth.local:8080/", Some(&here())));
     }
 
     #[test]
     fn origins_are_friendly_only_for_friendly_hosts() {
         let p = policy();
+        const HOST: Option<&str> = Some("auth.local");
         assert!(p.origin_allowed("https://auth.local", HOST));
         assert!(p.origin_allowed("https://app.example.com", HOST));
         assert!(!p.origin_allowed("https://evil.com", HOST));

@@ -24,10 +24,10 @@ pub async fn verify(
         .find(|(k, _)| k == "rd")
         .map(|(_, v)| v.into_owned());
     if let Some(login_url) = login_url {
-        let host = state.request_host(&req);
+        let origin = state.request_origin(&req);
         // The login URL comes from the query string: hold it to the same
         // allow-list as any redirect, or /verify becomes an open redirect.
-        if state.hosts.redirect_allowed(&login_url, host.as_deref()) {
+        if state.hosts.redirect_allowed(&login_url, origin.as_ref()) {
             let location = with_rd(&login_url, &original_url(&req));
             return Ok(HttpResponse::Found()
                 .insert_header((header::LOCATION, location))

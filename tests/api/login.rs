@@ -330,6 +330,183 @@ async fn form_login_may_redirect_to_an_allowed_redirect_host() {
 }
 
 #[tokio::test]
+async fn form_login_rd_to_this_host_must_keep_its_scheme_and_port() {
+    let app = spawn_app_with(|c| c.login.default_redirect = "/home".into()).await;
+    app.add_user("alice", "pw");
+    let port: u16 = app.host().rsplit_once(':').unwrap().1.parse().unwrap();
+    for rd in [
+        // Another port of this host may be another program.
+        format!("http://127.0.0.1:{}/", port + 1),
+        "http://127.0.0.1/".to_owned(),
+        // latchkey was reached over plain HTTP.
+        format!("https://127.0.0.1:{port}/"),
+    ] {
+        let response = app
+            .login_form(&[("username", "alice"), ("password", "pw"), ("rd", &rd)])
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "rd {rd}");
+        assert_eq!(header(&response, "location"), "/home", "rd {rd}");
+    }
+}
+
+/// A form login as a proxy forwards it: with `headers`, from 127.0.0.1.
+async fn form_login_location(app: &TestApp, headers: &[(&str, &str)], rd: &str) -> String {
+    let mut request = app.client.post(app.url("/login")).form(&[
+        ("username", "alice"),
+        ("password", "pw"),
+        ("rd", rd),
+    ]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "rd {rd}");
+    header(&response, "location")
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_rd_to_this_host_keeps_the_forwarded_scheme_and_port() {
+    let app = spawn_app_with(|c| {
+        c.login.default_redirect = "/home".into();
+        c.server.trusted_proxies = vec![latchkey::config::IpNet::parse("127.0.0.1").unwrap()];
+    })
+    .await;
+    app.add_user("alice", "pw");
+    let https = [("Host", "auth.example.com"), ("X-Forwarded-Proto", "https")];
+    for (rd, lands) in [
+        (
+            "https://auth.example.com/app",
+            "https://auth.example.com/app",
+        ),
+        (
+            "https://auth.example.com:443/app",
+            "https://auth.example.com:443/app",
+        ),
+        // A downgrade to plain HTTP, and another port.
+        ("http://auth.example.com/app", "/home"),
+        ("https://auth.example.com:8443/app", "/home"),
+    ] {
+        assert_eq!(
+            form_login_location(&app, &https, rd).await,
+            lands,
+            "rd {rd}"
+        );
+    }
+    let on_8443 = [
+        ("Host", "auth.example.com"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "8443"),
+    ];
+    let rd = "https://auth.example.com:8443/app";
+    assert_eq!(form_login_location(&app, &on_8443, rd).await, rd);
+    assert_eq!(
+        form_login_location(&app, &on_8443, "https://auth.example.com/app").await,
+        "/home"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_scheme_from_an_untrusted_peer_does_not_make_rd_https() {
+    let app = spawn_app_with(|c| c.login.default_redirect = "/home".into()).await;
+    app.add_user("alice", "pw");
+    let claims = [
+        ("Host", "auth.example.com"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+    ];
+    let location = form_login_location(&app, &claims, "https://auth.example.com/app").await;
+    assert_eq!(location, "/home");
+    let location = form_login_location(&app, &claims, "http://auth.example.com/app").await;
+    assert_eq!(location, "http://auth.example.com/app");
+}
+
+#[tokio::test]
+async fn with_secure_cookies_rd_to_other_friendly_hosts_must_be_https() {
+    let app = spawn_app_with(|c| {
+        c.login.default_redirect = "/home".into();
+        c.login.allowed_redirect_hosts = vec!["partner.org".into()];
+        c.session.cookie_domain = ".example.com".into();
+        c.session.cookie_secure = true;
+    })
+    .await;
+    app.add_user("alice", "pw");
+    for (rd, lands) in [
+        ("https://partner.org/welcome", "https://partner.org/welcome"),
+        ("https://app.example.com/", "https://app.example.com/"),
+        ("http://partner.org/welcome", "/home"),
+        ("http://app.example.com/", "/home"),
+    ] {
+        assert_eq!(form_login_location(&app, &[], rd).await, lands, "rd {rd}");
+    }
+}
+
+/// A form login of alice carrying `headers`, as a browser would send it.
+async fn browser_form_login(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "alice"), ("password", "pw")]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_form_login_sent_by_another_site_is_refused_with_403_and_no_cookie() {
+    let app = spawn_app_with(|c| c.session.cookie_domain = ".example.com".into()).await;
+    app.add_user("alice", "pw");
+    for headers in [
+        vec![("Origin", "https://evil.example.net")],
+        vec![("Origin", "null")],
+        vec![("Origin", "not a url")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        // A friendly Origin does not outweigh the browser's own verdict.
+        vec![
+            ("Origin", "https://app.example.com"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    ] {
+        let response = browser_form_login(&app, &headers).await;
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "{headers:?}"
+        );
+        assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let origin = format!("http://{}", app.host());
+    for headers in [
+        vec![],
+        vec![
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        vec![
+            ("Origin", "https://app.example.com"),
+            ("Sec-Fetch-Site", "same-site"),
+        ],
+        vec![("Sec-Fetch-Site", "none")],
+    ] {
+        let response = browser_form_login(&app, &headers).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{headers:?}");
+        assert!(
+            response.headers().get("set-cookie").is_some(),
+            "{headers:?}"
+        );
+    }
+    // A JSON login cannot be sent across sites without CORS: not checked.
+    let response = app
+        .client
+        .post(app.url("/login"))
+        .header("Origin", "https://evil.example.net")
+        .json(&json!({ "username": "alice", "password": "pw" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn failed_form_login_shows_the_form_again_with_a_message_and_rd() {
     let app = spawn_app().await;
     app.add_user("alice", "pw");
@@ -406,7 +583,7 @@ async fn the_login_page_sends_protective_headers() {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(header(&response, "x-frame-options"), "DENY");
-    assert_eq!(header(&response, "referrer-policy"), "no-referrer");
+    assert_eq!(header(&response, "referrer-policy"), "same-origin");
     assert_eq!(header(&response, "cache-control"), "no-store");
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
     // The failure page carries them too.
@@ -554,8 +731,6 @@ async fn the_form_login_is_banned_too_with_retry_after() {
     assert!(page.contains("Too many failed sign-in attempts"), "{page}");
 }
 
-/// Spoofed `X-Forwarded-For` from an untrusted peer: switches the
-/// per-address limit off, isolating the per-username one.
 const XFF: &str = "X-Forwarded-For";
 
 async fn login_via(app: &TestApp, xff: &str, user: &str, password: &str) -> reqwest::Response {
@@ -568,31 +743,39 @@ async fn login_via(app: &TestApp, xff: &str, user: &str, password: &str) -> reqw
         .unwrap()
 }
 
+/// [`limited`], behind a trusted proxy on loopback: each request names its
+/// client in `X-Forwarded-For`, so the per-username limit can be seen apart
+/// from the per-address one.
+fn limited_behind_proxy(c: &mut latchkey::Config) {
+    limited(c);
+    c.server.trusted_proxies = vec![latchkey::config::IpNet::parse("127.0.0.1").unwrap()];
+}
+
 #[tokio::test]
 async fn failures_for_a_username_that_does_not_exist_ban_that_username() {
-    let app = spawn_app_with(limited).await;
+    let app = spawn_app_with(limited_behind_proxy).await;
     app.add_user("alice", "pw");
-    for _ in 0..3 {
-        let response = login_via(&app, "198.51.100.7", "ghost", "guess").await;
+    for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let response = login_via(&app, client, "ghost", "guess").await;
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    assert_banned(login_via(&app, "198.51.100.7", "ghost", "guess").await, 300).await;
-    // Only that name: the address was not counted (untrusted X-Forwarded-For).
-    let response = login_via(&app, "198.51.100.7", "alice", "pw").await;
+    assert_banned(login_via(&app, "198.51.100.4", "ghost", "guess").await, 300).await;
+    // Only that name: none of the addresses reached the limit.
+    let response = login_via(&app, "198.51.100.1", "alice", "pw").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_ban_on_one_username_leaves_other_usernames_alone() {
-    let app = spawn_app_with(limited).await;
+    let app = spawn_app_with(limited_behind_proxy).await;
     app.add_user("alice", "pw");
     app.add_user("bob", "pw");
-    for _ in 0..3 {
-        login_via(&app, "198.51.100.7", "alice", "wrong").await;
+    for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        login_via(&app, client, "alice", "wrong").await;
     }
-    assert_banned(login_via(&app, "198.51.100.7", "alice", "pw").await, 300).await;
+    assert_banned(login_via(&app, "198.51.100.4", "alice", "pw").await, 300).await;
     assert_eq!(
-        login_via(&app, "198.51.100.7", "bob", "pw").await.status(),
+        login_via(&app, "198.51.100.1", "bob", "pw").await.status(),
         StatusCode::OK
     );
 }
@@ -610,17 +793,172 @@ async fn failures_across_usernames_from_one_address_ban_the_address() {
 }
 
 #[tokio::test]
-async fn forwarded_for_from_an_untrusted_peer_skips_the_address_limit() {
+async fn forwarded_for_from_an_untrusted_peer_is_ignored_and_the_peer_is_limited() {
     let app = spawn_app_with(limited).await;
     app.add_user("alice", "pw");
-    for user in ["u1", "u2", "u3", "u4", "u5"] {
-        let response = login_via(&app, "203.0.113.9", user, "guess").await;
+    // A fresh made-up address for every guess gains nothing: the peer counts.
+    for (user, xff) in [
+        ("u1", "203.0.113.1"),
+        ("u2", "203.0.113.2"),
+        ("u3", "203.0.113.3"),
+    ] {
+        let response = login_via(&app, xff, user, "guess").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{user}");
     }
-    let response = login_via(&app, "203.0.113.9", "alice", "pw").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    // And the peer itself was not counted either: a proxy is never banned.
-    assert_eq!(app.login("alice", "pw").await.status(), StatusCode::OK);
+    assert_banned(login_via(&app, "203.0.113.4", "alice", "pw").await, 300).await;
+    assert_banned(app.login("alice", "pw").await, 300).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_sending_forwarded_for_is_logged_once_per_peer_address() {
+    let sandbox = Sandbox::new();
+    let mut server = Server::start(&sandbox, &["serve"]);
+    let api = server.api();
+    // Two peers on loopback: 127.0.0.1 and 127.0.0.2.
+    let from_second_peer = http_client_builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for client in [
+        &api.client,
+        &api.client,
+        &from_second_peer,
+        &from_second_peer,
+    ] {
+        let response = client
+            .post(api.url("/login"))
+            .header(XFF, "198.51.100.7")
+            .json(&json!({ "username": "nobody", "password": "guess" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    server.wait_for_stderr("peer=127.0.0.2");
+    let (_, log) = server.stop();
+    let warnings: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("server.trusted_proxies"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log:#?}");
+    assert!(warnings[0].contains("peer=127.0.0.1"), "{warnings:?}");
+    assert!(warnings[1].contains("peer=127.0.0.2"), "{warnings:?}");
+    assert!(
+        !log.iter().any(|line| line.contains("198.51.100.7")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64_prefix_and_mapped_ipv4_as_ipv4() {
+    let app = spawn_app_with(limited_behind_proxy).await;
+    app.add_user("alice", "pw");
+    // Three addresses of one /64, as a client may pick them at will.
+    for (user, xff) in [
+        ("u1", "2001:db8:1:2::1"),
+        ("u2", "2001:db8:1:2:aaaa::5"),
+        ("u3", "[2001:db8:1:2:ffff::9]:443"),
+    ] {
+        let response = login_via(&app, xff, user, "guess").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{xff}");
+    }
+    let same_64 = login_via(&app, "2001:db8:1:2:ffff:ffff:ffff:ffff", "alice", "pw").await;
+    assert_banned(same_64, 300).await;
+    let next_64 = login_via(&app, "2001:db8:1:3::1", "alice", "pw").await;
+    assert_eq!(next_64.status(), StatusCode::OK);
+
+    for user in ["v1", "v2", "v3"] {
+        let response = login_via(&app, "::ffff:203.0.113.9", user, "guess").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_banned(login_via(&app, "203.0.113.9", "alice", "pw").await, 300).await;
+}
+
+/// [`limited`] with a password hash slow enough (a few ms) that parallel
+/// logins all arrive while the first ones are still being verified.
+fn limited_and_slow(c: &mut latchkey::Config) {
+    limited(c);
+    c.password.memory_kib = 4096;
+    c.password.iterations = 2;
+}
+
+/// Sends `logins` (`X-Forwarded-For`, username, password) all at once;
+/// returns the statuses, sorted.
+async fn at_once(app: &TestApp, logins: &[(String, String, &str)]) -> Vec<u16> {
+    let mut requests = tokio::task::JoinSet::new();
+    for (xff, user, password) in logins {
+        let request = app
+            .client
+            .post(app.url("/login"))
+            .header(XFF, xff)
+            .json(&json!({ "username": user, "password": password }));
+        requests.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = requests.join_all().await;
+    statuses.sort_unstable();
+    statuses
+}
+
+/// `n` copies of `status`.
+fn times(n: usize, status: u16) -> Vec<u16> {
+    vec![status; n]
+}
+
+#[tokio::test]
+async fn parallel_wrong_guesses_for_one_username_verify_at_most_max_failures() {
+    let app = spawn_app_with(|c| {
+        limited_and_slow(c);
+        c.server.trusted_proxies = vec![latchkey::config::IpNet::parse("127.0.0.1").unwrap()];
+    })
+    .await;
+    app.add_user("alice", "pw");
+    // Ten guesses at once, each from its own address: only the username limits.
+    let guesses: Vec<_> = (1..=10)
+        .map(|i| (format!("198.51.100.{i}"), "alice".to_owned(), "wrong"))
+        .collect();
+    let statuses = at_once(&app, &guesses).await;
+    assert_eq!(statuses, [times(3, 401), times(7, 429)].concat());
+    assert_banned(login_via(&app, "198.51.100.99", "alice", "pw").await, 300).await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_guesses_from_one_address_verify_at_most_max_failures() {
+    let app = spawn_app_with(limited_and_slow).await;
+    app.add_user("alice", "pw");
+    // Ten usernames at once from 127.0.0.1 (the spoofed header is ignored).
+    let guesses: Vec<_> = (1..=10)
+        .map(|i| (format!("203.0.113.{i}"), format!("user{i}"), "guess"))
+        .collect();
+    let statuses = at_once(&app, &guesses).await;
+    assert_eq!(statuses, [times(3, 401), times(7, 429)].concat());
+    assert_banned(app.login("alice", "pw").await, 300).await;
+}
+
+#[tokio::test]
+async fn a_right_password_releases_its_reservation_and_is_not_a_failure() {
+    let app = spawn_app_with(limited_and_slow).await;
+    app.add_user("alice", "pw");
+    // As many right logins at once as there are places: all succeed.
+    let logins: Vec<_> = (0..3)
+        .map(|_| ("203.0.113.1".to_owned(), "alice".to_owned(), "pw"))
+        .collect();
+    assert_eq!(at_once(&app, &logins).await, times(3, 200));
+    for user in ["u1", "u2"] {
+        assert_eq!(
+            app.login(user, "guess").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Two failures counted for 127.0.0.1; right logins do not add to them
+    // and leave no place taken behind.
+    for _ in 0..5 {
+        assert_eq!(app.login("alice", "pw").await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        app.login("u3", "guess").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_banned(app.login("alice", "pw").await, 300).await;
 }
 
 #[tokio::test]

@@ -310,3 +310,64 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
         );
     }
 }
+
+/// Typed into the username field by mistake: shaped like a password, and a
+/// valid username as far as the rules go.
+const PASSWORD_AS_USERNAME: &str = "Xk9#vLq2!pass-typed-as-username";
+
+#[tokio::test]
+async fn a_failed_login_logs_the_address_and_only_an_existing_username() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", PASSWORD);
+    let mut cmd = sandbox.serve_command(&["serve"]);
+    cmd.env("RUST_LOG", "trace")
+        .env("LATCHKEY_LOGIN__MAX_FAILURES", "4");
+    let server = Server::spawn(cmd);
+    let http = &server.api().client;
+    let login = |username: &'static str, password: &'static str| {
+        http.post(server.url("/login"))
+            .json(&json!({ "username": username, "password": password }))
+    };
+
+    // An account that exists may be named.
+    let wrong = send(login("alice", WRONG_PASSWORD)).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    // The mistyped name, as JSON and as a form, until the fourth failure
+    // bans the address; the banned attempt is refused (and logged) too.
+    for _ in 0..2 {
+        let wrong = send(login(PASSWORD_AS_USERNAME, "alice")).await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let form = send(
+        http.post(server.url("/login"))
+            .form(&[("username", PASSWORD_AS_USERNAME), ("password", "alice")]),
+    )
+    .await;
+    assert_eq!(form.status(), StatusCode::UNAUTHORIZED);
+    let banned = send(login(PASSWORD_AS_USERNAME, "alice")).await;
+    assert_eq!(banned.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let (_, log) = server.stop();
+    let log = log.join("\n");
+    assert!(
+        !log.contains(PASSWORD_AS_USERNAME),
+        "a username that is no account is in the log:\n{log}"
+    );
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("login refused"))
+        .collect();
+    assert_eq!(refusals.len(), 5, "{log}");
+    assert!(
+        refusals.iter().all(|line| line.contains("ip=127.0.0.1")),
+        "a refusal without the client address:\n{log}"
+    );
+    assert!(
+        refusals[0].contains("user=\"alice\""),
+        "the existing account is not named:\n{log}"
+    );
+    assert!(
+        refusals[1..].iter().all(|line| !line.contains("user=")),
+        "a name that is no account was logged:\n{log}"
+    );
+}

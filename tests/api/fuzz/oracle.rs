@@ -2,7 +2,7 @@
 //! any input. Where the rule is latchkey's own policy (which hosts a
 //! redirect may go to), the oracle asks that policy rather than restating it.
 
-use latchkey::http::extract::strip_port;
+use latchkey::http::extract::{strip_port, RequestOrigin};
 use serde_json::Value;
 
 use super::raw::{Answer, Request};
@@ -78,7 +78,8 @@ fn codes_for(status: u16) -> &'static [&'static str] {
 /// True when `location` sends the browser only where latchkey's own host
 /// policy allows a redirect: a path on this site, or an http(s) URL on a
 /// friendly host. Lenient on purpose: any host the request itself named
-/// counts as the request's host.
+/// counts as the request's host, reached with the scheme and port the
+/// location names (the policy's same-origin rule is pinned by its own tests).
 ///
 /// The policy is asked about the part before the query: that part alone
 /// says where the browser goes, and a 302 from `/verify` appends the whole
@@ -93,10 +94,19 @@ fn friendly_location(location: &str, request: &Request, world: &World) -> bool {
             named.extend(value.split(',').map(|v| v.trim().to_ascii_lowercase()));
         }
     }
+    let (scheme, port) = url::Url::parse(target).map_or(("http".to_owned(), 80), |url| {
+        let port = url.port_or_known_default().unwrap_or(80);
+        (url.scheme().to_owned(), port)
+    });
     named.iter().any(|host| {
-        [host.as_str(), strip_port(host)]
-            .into_iter()
-            .any(|host| world.hosts.redirect_allowed(target, Some(host)))
+        [host.as_str(), strip_port(host)].into_iter().any(|host| {
+            let origin = RequestOrigin {
+                scheme: scheme.clone(),
+                host: host.to_owned(),
+                port,
+            };
+            world.hosts.redirect_allowed(target, Some(&origin))
+        })
     })
 }
 
