@@ -40,12 +40,14 @@ pub fn body_kind(req: &HttpRequest) -> Result<BodyKind, ApiError> {
         .split(';')
         .next()
         .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" => Ok(BodyKind::Json),
-        "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
-        _ => Err(ApiError::UnsupportedMediaType),
+        .trim();
+    // Compared in place: every introspection passes here.
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(BodyKind::Json)
+    } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(BodyKind::Form)
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -238,6 +240,32 @@ mod tests {
         assert_eq!(form.optional("x").unwrap(), Some(" y"));
         assert!(json.required("n").is_err());
         assert!(form.required("missing").is_err());
+    }
+
+    #[test]
+    fn the_body_kind_is_the_content_type_essence_in_any_case() {
+        use actix_web::test::TestRequest;
+        let kind = |content_type: &str| {
+            let req = TestRequest::default()
+                .insert_header((header::CONTENT_TYPE, content_type))
+                .to_http_request();
+            body_kind(&req).ok()
+        };
+        assert_eq!(kind("application/json"), Some(BodyKind::Json));
+        assert_eq!(
+            kind(" Application/JSON ; charset=utf-8"),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(
+            kind("APPLICATION/X-WWW-FORM-URLENCODED"),
+            Some(BodyKind::Form)
+        );
+        assert_eq!(kind("text/plain"), None);
+        assert_eq!(kind("application/jsonx"), None);
+        assert_eq!(
+            body_kind(&TestRequest::default().to_http_request()).ok(),
+            Some(BodyKind::Form)
+        );
     }
 
     #[test]
