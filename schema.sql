@@ -1,4 +1,4 @@
--- latchkey's schema, version 4: applied to a new database file at start.
+-- latchkey's schema, version 5: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 
@@ -81,3 +81,30 @@ CREATE TABLE clients (
     secret_hash     BLOB    NOT NULL CHECK (length(secret_hash) = 32),
     created_at      INTEGER NOT NULL
 );
+
+-- Named sets of users, for access rules, Remote-Groups, /me and /introspect.
+CREATE TABLE groups (
+    id              INTEGER PRIMARY KEY,
+    -- As typed at creation. Only A-Z a-z 0-9 . _ -: names travel joined by
+    -- commas in the Remote-Groups header, so none may hold a comma, a space
+    -- or anything a header would mangle (auth::input::GroupName checks the
+    -- same; this keeps a row written by any other means out).
+    name            TEXT    NOT NULL
+                    CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^A-Za-z0-9._-]*'),
+    -- Lowercased name: the unique key (ASCII, so lower() folds it all) and
+    -- the order groups are listed and sent in.
+    name_folded     TEXT    NOT NULL UNIQUE CHECK (name_folded = lower(name)),
+    created_at      INTEGER NOT NULL
+);
+
+-- Who is in which group. Deleting a user or a group deletes its rows.
+-- Keyed by user first: the token check reads one user's groups on every
+-- request (sessions::find_by_token_hash), a range of this key.
+CREATE TABLE memberships (
+    user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    group_id        INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, group_id)
+) WITHOUT ROWID;
+
+-- A group's members: `group members`, member counts, group deletion.
+CREATE INDEX memberships_by_group ON memberships (group_id);

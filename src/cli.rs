@@ -12,7 +12,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::admin::{Admin, AdminError, NewUser};
-use crate::auth::input::{ClientId, Password, ProfileField, Username, MAX_PASSWORD_BYTES};
+use crate::auth::input::{
+    ClientId, GroupName, Password, ProfileField, Username, MAX_PASSWORD_BYTES,
+};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -42,6 +44,9 @@ pub enum Command {
     /// Manage introspection clients
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage groups and their members
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Write a consistent copy of the database to FILE, even while serving
     Backup {
         /// Where to write the copy (replaced atomically if it exists)
@@ -116,6 +121,22 @@ pub enum ClientCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group
+    Add { name: String },
+    /// Delete a group (its members lose it; the users stay)
+    Remove { name: String },
+    /// List groups with their member counts
+    List,
+    /// List the users in a group
+    Members { name: String },
+    /// Put a user in a group
+    AddMember { group: String, user: String },
+    /// Take a user out of a group
+    RemoveMember { group: String, user: String },
+}
+
 /// Loads the configuration named on the command line, or `./config.toml` if present.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     let (path, required) = match path {
@@ -133,6 +154,7 @@ pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::User(cmd) => user(cmd, &admin),
         Command::Session(cmd) => session(cmd, &admin),
         Command::Client(cmd) => client(cmd, &admin),
+        Command::Group(cmd) => group(cmd, &admin),
         Command::Backup { file } => {
             admin.backup(&file)?;
             println!("Backed up the database to {}.", file.display());
@@ -206,6 +228,8 @@ fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                         u.display_name.unwrap_or_default(),
                         if u.disabled { "disabled" } else { "active" }.to_owned(),
                         format_utc(u.created_at),
+                        // As in Remote-Groups: no group name holds a comma.
+                        u.groups.join(","),
                     ]
                 })
                 .collect();
@@ -217,6 +241,7 @@ fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                     "DISPLAY NAME",
                     "STATUS",
                     "CREATED",
+                    "GROUPS",
                 ],
                 &rows,
             );
@@ -312,6 +337,58 @@ fn client(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn group(cmd: GroupCommand, admin: &Admin) -> anyhow::Result<()> {
+    match cmd {
+        GroupCommand::Add { name } => {
+            let group =
+                GroupName::parse(&name).map_err(|e| anyhow!("invalid group name {name:?}: {e}"))?;
+            admin.add_group(&group)?;
+            println!("Created group {name:?}.");
+        }
+        GroupCommand::Remove { name } => {
+            let removed = admin.remove_group(&existing_group(&name)?)?;
+            println!(
+                "Removed group {:?}; it had {} member(s).",
+                removed.name, removed.members
+            );
+        }
+        GroupCommand::List => {
+            let rows: Vec<Vec<String>> = admin
+                .groups()?
+                .into_iter()
+                .map(|g| vec![g.name, g.members.to_string(), format_utc(g.created_at)])
+                .collect();
+            print_table(&["NAME", "MEMBERS", "CREATED"], &rows);
+        }
+        GroupCommand::Members { name } => {
+            let rows: Vec<Vec<String>> = admin
+                .group_members(&existing_group(&name)?)?
+                .into_iter()
+                .map(|m| vec![m.user_id.to_string(), m.username])
+                .collect();
+            print_table(&["ID", "USERNAME"], &rows);
+        }
+        GroupCommand::AddMember { group, user } => {
+            let added = admin.add_member(&existing_group(&group)?, &existing_username(&user)?)?;
+            println!("Added {:?} to group {:?}.", added.username, added.group);
+        }
+        GroupCommand::RemoveMember { group, user } => {
+            let removed =
+                admin.remove_member(&existing_group(&group)?, &existing_username(&user)?)?;
+            println!(
+                "Removed {:?} from group {:?}.",
+                removed.username, removed.group
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The name of a group to look up: one that no group can have is simply not found.
+fn existing_group(name: &str) -> anyhow::Result<GroupName> {
+    GroupName::parse(name).map_err(|_| AdminError::NoSuchGroup(name.to_owned()).into())
 }
 
 /// The name of a user to create.

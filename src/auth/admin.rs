@@ -1,5 +1,5 @@
 //! The administrator's use cases: users, sessions, introspection clients
-//! and backups, one call each.
+//! and backups, one call each (groups are in `groups.rs`).
 //!
 //! The CLI parses its arguments into [`super::input`] types, calls one
 //! method and prints the answer; a later caller (an admin API, a reload
@@ -21,7 +21,9 @@ use super::password::{self, HashError, PasswordHashing};
 use super::token::{RandomError, Token};
 use super::unix_now;
 use crate::config::PasswordConfig;
-use crate::store::{backup, clients, sessions, users, Store, StoreError, TransactionBehavior};
+use crate::store::{
+    self, backup, clients, groups, sessions, users, Store, StoreError, TransactionBehavior,
+};
 
 /// Why an admin use case did not succeed; the text is a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,14 @@ pub enum AdminError {
     NoSuchUser(String),
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("no group {0:?}")]
+    NoSuchGroup(String),
+    #[error("group {0:?} already exists")]
+    GroupExists(String),
+    #[error("user {user:?} is already in group {group:?}")]
+    AlreadyMember { user: String, group: String },
+    #[error("user {user:?} is not in group {group:?}")]
+    NotMember { user: String, group: String },
     #[error("no client {0:?}")]
     NoSuchClient(String),
     #[error("client {0:?} already exists")]
@@ -64,6 +74,8 @@ pub struct UserInfo {
     pub display_name: Option<String>,
     pub disabled: bool,
     pub created_at: i64,
+    /// The user's group names, sorted case-insensitively.
+    pub groups: Vec<String>,
 }
 
 /// What a change to one user did: the name as stored, and the sessions it ended.
@@ -80,7 +92,7 @@ pub use sessions::SessionRow;
 
 /// The administrator's use cases over one database.
 pub struct Admin {
-    store: Store,
+    pub(super) store: Store,
     passwords: PasswordHashing,
 }
 
@@ -174,21 +186,28 @@ impl Admin {
         })
     }
 
-    /// Deletes a user; their sessions go with them.
+    /// Deletes a user; their sessions and group memberships go with them.
     pub fn delete_user(&self, username: &Username) -> Result<UserChange, AdminError> {
         self.change_user(username, |tx, id| {
             let sessions = sessions::delete_for_user(tx, id)?;
+            groups::remove_user_from_all(tx, id)?;
             users::delete(tx, id)?;
             Ok(sessions)
         })
     }
 
-    /// Every user, by id.
+    /// Every user with their groups, by id.
     pub fn users(&self) -> Result<Vec<UserInfo>, AdminError> {
         let conn = self.store.connection()?;
-        Ok(users::list(&conn)?
+        // One snapshot: a user deleted in between is not listed with groups
+        // from before.
+        let (users, mut groups) = store::snapshot(&conn, |conn| {
+            Ok((users::list(conn)?, groups::names_by_user(conn)?))
+        })?;
+        Ok(users
             .into_iter()
             .map(|u| UserInfo {
+                groups: groups.remove(&u.id).unwrap_or_default(),
                 id: u.id,
                 username: u.username,
                 email: u.email,
@@ -299,12 +318,12 @@ impl Admin {
     }
 }
 
-fn find_user(conn: &Connection, username: &Username) -> Result<users::User, AdminError> {
+pub(super) fn find_user(conn: &Connection, username: &Username) -> Result<users::User, AdminError> {
     users::find_by_folded_name(conn, username.folded())?
         .ok_or_else(|| AdminError::NoSuchUser(username.to_string()))
 }
 
-fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+pub(super) fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 

@@ -65,6 +65,7 @@ impl Lifetimes {
             display_name,
             user_disabled,
             user_created_at,
+            groups,
         } = row;
         if user_disabled || now >= expires_at || now >= max_expires_at {
             return Verdict::Invalid;
@@ -81,6 +82,7 @@ impl Lifetimes {
             issued_at: created_at,
             expires_at: if slides { slid_to } else { expires_at },
             max_expires_at,
+            groups,
         };
         if slides {
             Verdict::Slid(identity)
@@ -113,6 +115,7 @@ mod tests {
             display_name: None,
             user_disabled: false,
             user_created_at: 0,
+            groups: vec!["admins".to_owned()],
         }
     }
 
@@ -184,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_session_carries_its_user_and_times() {
+    fn a_valid_session_carries_its_user_groups_and_times() {
         let Verdict::Valid(identity) = L.evaluate(row(HOUR, 2 * HOUR), 10) else {
             panic!("valid");
         };
@@ -197,5 +200,6 @@ mod tests {
             (1, 2, "alice")
         );
         assert_eq!((identity.exp(), identity.max_expires_at), (HOUR, 2 * HOUR));
+        assert_eq!(identity.groups, ["admins"]);
     }
 }

@@ -1,5 +1,5 @@
-//! Validated input: the only way a username, a password, a profile field or
-//! a client id reaches a use case.
+//! Validated input: the only way a username, a password, a profile field,
+//! a client id or a group name reaches a use case.
 //!
 //! Each limit lives here once. HTTP and the CLI parse what they were given
 //! into these types and report the error in their own words; nothing past
@@ -16,6 +16,8 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 const MAX_PROFILE_CHARS: usize = 256;
 /// Longest introspection client id, in bytes.
 const MAX_CLIENT_ID_BYTES: usize = 64;
+/// Longest group name, in characters (all ASCII, so bytes too).
+pub const MAX_GROUP_NAME_CHARS: usize = 64;
 
 /// Why an input was refused; the text names the rule, never the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum InputError {
     ProfileField,
     #[error("use 1 to 64 letters, digits, '-', '_' or '.'")]
     ClientId,
+    #[error("a group name has 1 to 64 characters, each A-Z, a-z, 0-9, '.', '_' or '-'")]
+    GroupName,
 }
 
 /// A username as typed (case kept for display) with its folded key.
@@ -156,6 +160,53 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// A group name as typed (case kept for display) with its folded key.
+///
+/// Only ASCII letters, digits, `.`, `_` and `-`: names travel joined by
+/// commas in the `Remote-Groups` header and are matched by access rules, so
+/// none may hold a comma, a space, a quote or anything a proxy or a header
+/// parser could split, trim or fold differently. Being ASCII, two names are
+/// the same group exactly when their ASCII lowercase forms are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName {
+    name: String,
+    folded: String,
+}
+
+impl GroupName {
+    /// 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    pub fn parse(name: &str) -> Result<GroupName, InputError> {
+        let ok = (1..=MAX_GROUP_NAME_CHARS).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
+        if !ok {
+            return Err(InputError::GroupName);
+        }
+        Ok(GroupName {
+            name: name.to_owned(),
+            folded: name.to_ascii_lowercase(),
+        })
+    }
+
+    /// The name as it was typed.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The case-insensitive key: what the database's unique index compares,
+    /// and the order groups are listed in.
+    pub fn folded(&self) -> &str {
+        &self.folded
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +256,40 @@ mod tests {
         for bad in ["", "a:b", "a b", &"x".repeat(65)] {
             assert!(ClientId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn group_names_are_1_to_64_ascii_letters_digits_dots_underscores_and_dashes() {
+        for good in ["a", "Admins", "team.ops-2_x", "-", ".", &"g".repeat(64)] {
+            assert!(GroupName::parse(good).is_ok(), "{good:?}");
+        }
+        let long = "g".repeat(65);
+        for bad in [
+            "",
+            "a,b",
+            "a b",
+            " admins",
+            "admins ",
+            "zoë",
+            "ÄDMINS",
+            "a\nb",
+            "a\tb",
+            "a;b",
+            "a\"b",
+            "a:b",
+            "a/b",
+            "a\u{0}b",
+            "admins\u{200b}",
+            &long,
+        ] {
+            assert_eq!(GroupName::parse(bad), Err(InputError::GroupName), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_group_name_keeps_its_spelling_and_folds_ascii_case() {
+        let name = GroupName::parse("Ops-Team").unwrap();
+        assert_eq!((name.as_str(), name.folded()), ("Ops-Team", "ops-team"));
+        assert_eq!(name.to_string(), "Ops-Team");
     }
 }

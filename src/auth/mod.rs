@@ -3,14 +3,15 @@
 //! [`Auth`] holds the use cases the HTTP layer calls: logging in
 //! ([`login`](Auth::login)), checking tokens, introspection, logout and the
 //! session inventory (in `session.rs`). [`Admin`] holds the administrator's
-//! use cases (users, sessions, clients, backup), one call each, for the CLI
-//! and any later caller. Sliding expiry ([`expiry`]), disabled users,
+//! use cases (users, sessions, clients, backup; groups in [`groups`]), one
+//! call each, for the CLI and any later caller. Sliding expiry ([`expiry`]), disabled users,
 //! brute-force limits ([`limiter`]), input limits ([`input`]) and the cost
 //! of a failed login are decided here and nowhere else. Database work goes
 //! through the [`Store`], password hashing through the bounded [`Hasher`].
 
 pub mod admin;
 pub mod expiry;
+pub mod groups;
 pub mod hasher;
 pub mod input;
 pub mod limiter;

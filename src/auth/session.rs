@@ -25,6 +25,11 @@ pub struct Identity {
     pub issued_at: i64,
     pub expires_at: i64,
     pub max_expires_at: i64,
+    /// The user's group names as created, sorted case-insensitively (by
+    /// their lowercase form; names are ASCII, so that order is plain), read
+    /// in the same statement as the session: a membership change counts
+    /// from the next check on.
+    pub groups: Vec<String>,
 }
 
 impl Identity {

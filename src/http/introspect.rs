@@ -16,6 +16,8 @@ struct Active<'a> {
     active: bool,
     sub: String,
     username: &'a str,
+    /// The user's group names, sorted case-insensitively.
+    groups: &'a [String],
     token_type: &'static str,
     iat: i64,
     exp: i64,
@@ -52,6 +54,7 @@ pub async fn introspect(
                 active: true,
                 sub: identity.user_id.to_string(),
                 username: &identity.username,
+                groups: &identity.groups,
                 token_type: "Bearer",
                 iat: identity.issued_at,
                 exp: identity.exp(),

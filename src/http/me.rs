@@ -15,6 +15,7 @@ pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         "email": identity.email,
         "display_name": identity.display_name,
         "created_at": identity.user_created_at,
+        "groups": identity.groups,
         "session": {
             "expires_at": identity.expires_at,
             "max_expires_at": identity.max_expires_at,

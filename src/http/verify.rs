@@ -44,6 +44,7 @@ const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
 const REMOTE_USER_ID: HeaderName = HeaderName::from_static("remote-user-id");
 const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
 const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
+const REMOTE_GROUPS: HeaderName = HeaderName::from_static("remote-groups");
 
 fn identity_response(identity: Identity) -> HttpResponse {
     let mut response = HttpResponse::new(StatusCode::OK);
@@ -66,7 +67,23 @@ fn identity_response(identity: Identity) -> HttpResponse {
         put(REMOTE_NAME, name);
     }
     headers.insert(REMOTE_USER_ID, HeaderValue::from(identity.user_id));
+    // Always present, empty for no group: a proxy copying it then
+    // overwrites whatever a client sent under that name.
+    headers.insert(REMOTE_GROUPS, groups_header(identity.groups));
     response
+}
+
+/// The groups joined by commas, in the identity's (sorted) order: no copy
+/// for one group, one allocation for several, none for none. Group names
+/// hold no comma and only header-safe ASCII (`GroupName`, schema.sql).
+fn groups_header(mut groups: Vec<String>) -> HeaderValue {
+    let joined = match groups.len() {
+        0 => return HeaderValue::from_static(""),
+        1 => groups.pop().unwrap_or_default(),
+        _ => groups.join(","),
+    };
+    HeaderValue::from_maybe_shared(Bytes::from(joined))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The URL the user originally asked for, as the proxy reports it.
@@ -109,6 +126,17 @@ fn with_rd(login_url: &str, original: &str) -> String {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_groups_header_joins_the_names_with_commas() {
+        let groups = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(groups_header(groups(&[])), "");
+        assert_eq!(groups_header(groups(&["admins"])), "admins");
+        assert_eq!(
+            groups_header(groups(&["Admins", "beta", "ops"])),
+            "Admins,beta,ops"
+        );
+    }
 
     #[test]
     fn the_original_url_comes_from_forwarded_headers_or_x_original_url() {

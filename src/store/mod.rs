@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod clients;
 pub mod files;
+pub mod groups;
 pub mod migrate;
 pub mod sessions;
 pub mod users;

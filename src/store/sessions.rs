@@ -32,6 +32,8 @@ pub struct TokenRow {
     pub display_name: Option<String>,
     pub user_disabled: bool,
     pub user_created_at: i64,
+    /// The user's group names, in folded-name order (see `store::groups`).
+    pub groups: Vec<String>,
 }
 
 /// A session row as listed in an inventory.
@@ -100,15 +102,22 @@ pub fn insert(
     Ok(id.map_or(Inserted::KeyTaken, Inserted::Stored))
 }
 
-/// Looks a token hash up, with its user: one primary-key lookup in each table.
+/// Looks a token hash up, with its user and the user's groups: one
+/// statement, so one snapshot, and one primary-key probe per table (the
+/// groups are a range of the memberships key; none costs one probe).
 pub fn find_by_token_hash(
     conn: &Connection,
     token_hash: &[u8; 32],
 ) -> Result<Option<TokenRow>, StoreError> {
+    // The names come joined by commas, which no group name may hold
+    // (schema.sql): one text value per row instead of a row per group.
     Ok(conn
         .prepare_cached(
             "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
-                    u.id, u.username, u.email, u.display_name, u.disabled, u.created_at
+                    u.id, u.username, u.email, u.display_name, u.disabled, u.created_at,
+                    (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+                     FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+                     WHERE m.user_id = u.id)
              FROM sessions AS s JOIN users AS u ON u.id = s.user_id
              WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
         )?
@@ -124,9 +133,18 @@ pub fn find_by_token_hash(
                 display_name: r.get(7)?,
                 user_disabled: r.get(8)?,
                 user_created_at: r.get(9)?,
+                groups: split_groups(r.get_ref(10)?.as_str_or_null()?),
             })
         })
         .optional()?)
+}
+
+/// The group names of a `group_concat`, NULL (no group) being none.
+fn split_groups(joined: Option<&str>) -> Vec<String> {
+    match joined {
+        None | Some("") => Vec::new(),
+        Some(joined) => joined.split(',').map(str::to_owned).collect(),
+    }
 }
 
 /// Moves a session's idle expiry forward; never moves it back.
@@ -206,7 +224,7 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{test_store, test_user};
+    use crate::store::{groups, test_store, test_user};
 
     fn setup(conn: &Connection) -> i64 {
         test_user(conn, "alice")
@@ -246,6 +264,28 @@ mod tests {
         let row = find_by_token_hash(&conn, &[2; 32]).unwrap().unwrap();
         assert_eq!((row.session_id, row.username.as_str()), (2, "alice"));
         assert!(find_by_token_hash(&conn, &[3; 32]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_token_row_carries_the_users_groups_in_folded_order() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let user = setup(&conn);
+        let other = test_user(&conn, "bob");
+        insert_at(&conn, &[1; 32], user, 10, 50);
+        assert!(find_by_token_hash(&conn, &[1; 32])
+            .unwrap()
+            .unwrap()
+            .groups
+            .is_empty());
+        for name in ["ops", "Admins", "beta"] {
+            let id = groups::insert(&conn, name, &name.to_ascii_lowercase(), 1).unwrap();
+            groups::add_member(&conn, id, user).unwrap();
+        }
+        let id = groups::insert(&conn, "bobs", "bobs", 1).unwrap();
+        groups::add_member(&conn, id, other).unwrap();
+        let row = find_by_token_hash(&conn, &[1; 32]).unwrap().unwrap();
+        assert_eq!(row.groups, ["Admins", "beta", "ops"]);
     }
 
     #[test]

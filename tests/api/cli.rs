@@ -15,9 +15,11 @@ use crate::helpers::{
     ADMIN_PASSWORD_PREFIX,
 };
 
-const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED";
+const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED  GROUPS";
 const SESSION_HEADER: &str = "ID  USER  CREATED  EXPIRES  IP  USER AGENT";
 const CLIENT_HEADER: &str = "ID  CREATED";
+const GROUP_HEADER: &str = "NAME  MEMBERS  CREATED";
+const MEMBER_HEADER: &str = "ID  USERNAME";
 
 /// The whitespace-separated words of each line: table rows without padding.
 fn words(text: &str) -> Vec<Vec<&str>> {
@@ -124,7 +126,8 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
     let run = sandbox.latchkey(&["user", "list"], None);
     run.assert_ok();
     let expected = [
-        "ID  USERNAME  EMAIL              DISPLAY NAME   STATUS    CREATED".to_owned(),
+        "ID  USERNAME  EMAIL              DISPLAY NAME   STATUS    CREATED               GROUPS"
+            .to_owned(),
         format!(
             "1   alice     alice@example.com  Alice Liddell  active    {}",
             created("alice")
@@ -661,6 +664,317 @@ async fn a_refused_removal_of_the_last_client_keeps_introspect_closed() {
 }
 
 // ---------------------------------------------------------------------------
+// group add, remove, list, members, add-member, remove-member
+
+/// The `created_at` of group `name` as `group list` prints it.
+fn group_created(sandbox: &Sandbox, name: &str) -> String {
+    let t: i64 = scalar(
+        &sandbox.db(),
+        "SELECT created_at FROM groups WHERE name = ?1",
+        [name],
+    );
+    format_utc(t)
+}
+
+/// `(username, groups cell)` of each `user list` row: the GROUPS column
+/// is the last, empty for a user in no group.
+fn groups_in_user_list(sandbox: &Sandbox) -> Vec<(String, String)> {
+    let run = sandbox.latchkey(&["user", "list"], None);
+    run.assert_ok();
+    let mut lines = run.stdout.lines();
+    let header = lines.next().unwrap();
+    let at = header.find("GROUPS").unwrap();
+    lines
+        .map(|line| {
+            let username = line.split_whitespace().nth(1).unwrap().to_owned();
+            (username, line.get(at..).unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+fn membership_count(sandbox: &Sandbox) -> i64 {
+    scalar(&sandbox.db(), "SELECT count(*) FROM memberships", [])
+}
+
+#[test]
+fn group_add_list_and_remove_sorted_ignoring_case_with_member_counts() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    let run = sandbox.latchkey(&["group", "list"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, format!("{GROUP_HEADER}\n"));
+
+    for name in ["dev", "Admins", "beta.testers"] {
+        let run = sandbox.latchkey(&["group", "add", name], None);
+        run.assert_ok();
+        assert_eq!(run.stdout, format!("Created group {name:?}.\n"));
+        assert_eq!(run.stderr, "");
+    }
+    sandbox
+        .latchkey(&["group", "add-member", "admins", "alice"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["group", "list"], None);
+    run.assert_ok();
+    let expected = [
+        "NAME          MEMBERS  CREATED".to_owned(),
+        format!(
+            "Admins        1        {}",
+            group_created(&sandbox, "Admins")
+        ),
+        format!(
+            "beta.testers  0        {}",
+            group_created(&sandbox, "beta.testers")
+        ),
+        format!("dev           0        {}", group_created(&sandbox, "dev")),
+    ]
+    .join("\n")
+        + "\n";
+    assert_eq!(run.stdout, expected);
+
+    let run = sandbox.latchkey(&["group", "remove", "ADMINS"], None);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "Removed group \"Admins\"; it had 1 member(s).\n"
+    );
+    let run = sandbox.latchkey(&["group", "list"], None);
+    let names: Vec<&str> = words(&run.stdout).iter().skip(1).map(|w| w[0]).collect();
+    assert_eq!(names, ["beta.testers", "dev"]);
+    // The user stays.
+    assert_eq!(sandbox.user_count(), 1);
+}
+
+#[test]
+fn group_add_refuses_a_name_taken_in_any_case_and_names_outside_the_rules() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .latchkey(&["group", "add", "Admins"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["group", "add", "admins"], None);
+    assert_eq!(run.assert_error(), "error: group \"admins\" already exists");
+
+    let long = "g".repeat(65);
+    let rule = "a group name has 1 to 64 characters, each A-Z, a-z, 0-9, '.', '_' or '-'";
+    for bad in [
+        "",
+        "a,b",
+        "a b",
+        " admins",
+        "zoë",
+        "ops\nteam",
+        "a;b",
+        &long,
+    ] {
+        let run = sandbox.latchkey(&["group", "add", bad], None);
+        assert_eq!(
+            run.assert_error(),
+            format!("error: invalid group name {bad:?}: {rule}")
+        );
+    }
+    let names: Vec<String> = column(&sandbox.db(), "SELECT name FROM groups");
+    assert_eq!(names, ["Admins"]);
+    sandbox
+        .latchkey(&["group", "add", &"g".repeat(64)], None)
+        .assert_ok();
+}
+
+#[test]
+fn add_member_and_remove_member_change_group_members_and_user_list() {
+    let sandbox = Sandbox::new();
+    let alice = sandbox.add_user("alice", "pw");
+    let bob = sandbox.add_user("Bob", "pw");
+    sandbox.add_user("carol", "pw");
+    for name in ["ops", "Admins", "beta"] {
+        sandbox.latchkey(&["group", "add", name], None).assert_ok();
+    }
+    let run = sandbox.latchkey(&["group", "add-member", "ADMINS", "bob"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Added \"Bob\" to group \"Admins\".\n");
+    assert_eq!(run.stderr, "");
+    for group in ["ops", "admins", "beta"] {
+        sandbox
+            .latchkey(&["group", "add-member", group, "alice"], None)
+            .assert_ok();
+    }
+
+    let run = sandbox.latchkey(&["group", "members", "admins"], None);
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        format!("ID  USERNAME\n{alice:<2}  alice\n{bob:<2}  Bob\n")
+    );
+    let run = sandbox.latchkey(&["group", "members", "beta"], None);
+    assert_eq!(
+        words(&run.stdout),
+        [vec!["ID", "USERNAME"], vec!["1", "alice"]]
+    );
+    // Groups in user list: sorted ignoring case, joined as in Remote-Groups.
+    assert_eq!(
+        groups_in_user_list(&sandbox),
+        [
+            ("alice".to_owned(), "Admins,beta,ops".to_owned()),
+            ("Bob".to_owned(), "Admins".to_owned()),
+            ("carol".to_owned(), String::new()),
+        ]
+    );
+
+    let run = sandbox.latchkey(&["group", "remove-member", "admins", "ALICE"], None);
+    run.assert_ok();
+    assert_eq!(run.stdout, "Removed \"alice\" from group \"Admins\".\n");
+    let run = sandbox.latchkey(&["group", "members", "Admins"], None);
+    assert_eq!(run.stdout, format!("{MEMBER_HEADER}\n{bob}   Bob\n"));
+    assert_eq!(groups_in_user_list(&sandbox)[0].1, "beta,ops");
+    sandbox
+        .latchkey(&["group", "remove-member", "admins", "bob"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["group", "members", "admins"], None);
+    assert_eq!(run.stdout, format!("{MEMBER_HEADER}\n"));
+}
+
+#[test]
+fn group_commands_name_what_is_wrong_on_one_line_and_change_nothing() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("bob", "pw");
+    sandbox.add_user("carol", "pw");
+    sandbox
+        .latchkey(&["group", "add", "admins"], None)
+        .assert_ok();
+    sandbox
+        .latchkey(&["group", "add-member", "admins", "bob"], None)
+        .assert_ok();
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["group", "add-member", "Admins", "BOB"],
+            "user \"bob\" is already in group \"admins\"",
+        ),
+        (
+            &["group", "remove-member", "admins", "carol"],
+            "user \"carol\" is not in group \"admins\"",
+        ),
+        (
+            &["group", "add-member", "ghosts", "bob"],
+            "no group \"ghosts\"",
+        ),
+        (
+            &["group", "add-member", "admins", "ghost"],
+            "no user \"ghost\"",
+        ),
+        (
+            &["group", "remove-member", "ghosts", "bob"],
+            "no group \"ghosts\"",
+        ),
+        (
+            &["group", "remove-member", "admins", "ghost"],
+            "no user \"ghost\"",
+        ),
+        (&["group", "members", "ghosts"], "no group \"ghosts\""),
+        (&["group", "remove", "ghosts"], "no group \"ghosts\""),
+        // A name no group can have is simply not found.
+        (&["group", "members", "a,b"], "no group \"a,b\""),
+        (&["group", "add-member", "admins", ""], "no user \"\""),
+    ];
+    for (args, message) in cases {
+        let run = sandbox.latchkey(args, None);
+        assert_eq!(run.assert_error(), format!("error: {message}"), "{args:?}");
+    }
+    assert_eq!(membership_count(&sandbox), 1);
+    let names: Vec<String> = column(&sandbox.db(), "SELECT name FROM groups");
+    assert_eq!(names, ["admins"]);
+}
+
+#[test]
+fn deleting_a_user_or_a_group_removes_their_memberships() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    sandbox.add_user("bob", "pw");
+    for group in ["admins", "dev"] {
+        sandbox.latchkey(&["group", "add", group], None).assert_ok();
+        for user in ["alice", "bob"] {
+            sandbox
+                .latchkey(&["group", "add-member", group, user], None)
+                .assert_ok();
+        }
+    }
+    assert_eq!(membership_count(&sandbox), 4);
+
+    sandbox
+        .latchkey(&["user", "delete", "alice"], None)
+        .assert_ok();
+    assert_eq!(membership_count(&sandbox), 2);
+    let run = sandbox.latchkey(&["group", "members", "dev"], None);
+    assert_eq!(
+        words(&run.stdout),
+        [vec!["ID", "USERNAME"], vec!["2", "bob"]]
+    );
+    let run = sandbox.latchkey(&["group", "list"], None);
+    let counts: Vec<(&str, &str)> = words(&run.stdout)
+        .iter()
+        .skip(1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(counts, [("admins", "1"), ("dev", "1")]);
+
+    sandbox
+        .latchkey(&["group", "remove", "admins"], None)
+        .assert_ok();
+    assert_eq!(membership_count(&sandbox), 1);
+    assert_eq!(
+        groups_in_user_list(&sandbox),
+        [("bob".to_owned(), "dev".to_owned())]
+    );
+    // A new user with the deleted one's name, and a new group with the
+    // removed one's name, start with nothing from before.
+    sandbox.add_user("alice", "pw");
+    sandbox
+        .latchkey(&["group", "add", "admins"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["group", "members", "admins"], None);
+    assert_eq!(run.stdout, format!("{MEMBER_HEADER}\n"));
+    assert_eq!(
+        groups_in_user_list(&sandbox)[1],
+        ("alice".to_owned(), String::new())
+    );
+}
+
+#[tokio::test]
+async fn a_membership_change_while_serving_is_seen_by_the_next_verify() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    sandbox
+        .latchkey(&["group", "add", "admins"], None)
+        .assert_ok();
+    let server = Server::start(&sandbox, &["serve"]);
+    let api = server.api();
+    let token = api.login_token("alice", "pw").await;
+    let groups = |response: &reqwest::Response| {
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()["remote-groups"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(groups(&api.verify_bearer(&token).await), "");
+    sandbox
+        .latchkey(&["group", "add-member", "admins", "alice"], None)
+        .assert_ok();
+    assert_eq!(groups(&api.verify_bearer(&token).await), "admins");
+    sandbox.latchkey(&["group", "add", "Dev"], None).assert_ok();
+    sandbox
+        .latchkey(&["group", "add-member", "dev", "alice"], None)
+        .assert_ok();
+    assert_eq!(groups(&api.verify_bearer(&token).await), "admins,Dev");
+    sandbox
+        .latchkey(&["group", "remove", "admins"], None)
+        .assert_ok();
+    assert_eq!(groups(&api.verify_bearer(&token).await), "Dev");
+    sandbox
+        .latchkey(&["group", "remove-member", "dev", "alice"], None)
+        .assert_ok();
+    assert_eq!(groups(&api.verify_bearer(&token).await), "");
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------
 // backup
 
 /// Usernames in a database file, by id.
@@ -757,7 +1071,7 @@ async fn backup_works_while_the_server_is_running() {
 #[test]
 fn bad_usage_exits_2_with_the_usage_on_stderr() {
     let sandbox = Sandbox::new();
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 12] = [
         &["frobnicate"],
         &["user", "add"],
         &["user", "list", "--bogus"],
@@ -765,6 +1079,11 @@ fn bad_usage_exits_2_with_the_usage_on_stderr() {
         &["session", "revoke"],
         &["client"],
         &["backup"],
+        &["group"],
+        &["group", "add"],
+        &["group", "add-member", "admins"],
+        &["group", "remove-member", "admins"],
+        &["group", "rename", "a", "b"],
     ];
     for args in cases {
         let run = sandbox.latchkey(args, None);
@@ -796,7 +1115,7 @@ fn help_and_version_exit_0_on_stdout() {
     let run = sandbox.latchkey(&["--help"], None);
     run.assert_ok();
     assert!(run.stdout.contains("Usage: latchkey"), "{}", run.stdout);
-    for command in ["serve", "user", "session", "client", "backup"] {
+    for command in ["serve", "user", "session", "client", "group", "backup"] {
         assert!(run.stdout.contains(command), "{command}: {}", run.stdout);
     }
     assert_eq!(run.stderr, "");
@@ -932,12 +1251,13 @@ fn without_any_config_the_defaults_apply() {
 #[test]
 fn every_command_creates_and_migrates_the_database() {
     let sandbox = Sandbox::new();
-    let commands: [&[&str]; 6] = [
+    let commands: [&[&str]; 7] = [
         &["user", "list"],
         &["user", "add", "alice", "--password-stdin"],
         &["session", "list"],
         &["session", "purge"],
         &["client", "list"],
+        &["group", "list"],
         &["backup", "copy.db"],
     ];
     for (i, args) in commands.iter().enumerate() {
@@ -958,7 +1278,14 @@ fn every_command_creates_and_migrates_the_database() {
         );
         assert_eq!(
             tables,
-            ["clients", "session_counter", "sessions", "users"],
+            [
+                "clients",
+                "groups",
+                "memberships",
+                "session_counter",
+                "sessions",
+                "users"
+            ],
             "{args:?}"
         );
     }

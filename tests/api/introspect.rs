@@ -57,10 +57,27 @@ async fn an_active_token_gets_exactly_the_rfc7662_fields() {
             "active": true,
             "sub": id.to_string(),
             "username": "alice",
+            "groups": [],
             "token_type": "Bearer",
             "iat": iat,
             "exp": login["expires_at"],
         })
+    );
+}
+
+#[tokio::test]
+async fn an_active_answer_lists_the_users_groups_sorted_ignoring_case() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    for group in ["zeta", "Admins", "beta.testers"] {
+        app.add_to_group(group, "alice");
+    }
+    let body: Value = app.introspect(&token).await.json().await.unwrap();
+    assert_eq!(body["active"], true);
+    assert_eq!(
+        body["groups"],
+        json!(["Admins", "beta.testers", "zeta"]),
+        "{body}"
     );
 }
 

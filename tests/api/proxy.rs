@@ -51,6 +51,8 @@ async fn journey_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
         Some("Alice Example"),
     );
     latchkey.add_user("bob", PASSWORD);
+    latchkey.add_to_group("Dev", "alice");
+    latchkey.add_to_group("admins", "alice");
     let client = client_for(port);
     let original = format!("http://app.example.com:{port}/reports/2026?sort=desc&page=2");
 
@@ -105,6 +107,7 @@ async fn journey_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
         .header("Remote-User-Id", "0")
         .header("Remote-Email", "mallory@evil.example")
         .header("Remote-Name", "Mallory")
+        .header("Remote-Groups", "root")
         .send()
         .await
         .unwrap();
@@ -115,9 +118,10 @@ async fn journey_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
     assert_eq!(seen["remote_user_id"], "1");
     assert_eq!(seen["remote_email"], "alice@example.com");
     assert_eq!(seen["remote_name"], "Alice Example");
+    assert_eq!(seen["remote_groups"], "admins,Dev");
 
-    // A user without email or display name: those headers are absent, not
-    // empty and not the client's.
+    // A user without email, display name or group: those headers are
+    // absent, not empty and not the client's.
     let response = client
         .post(format!("http://auth.example.com:{port}/login"))
         .form(&[("username", "bob"), ("password", PASSWORD)])
@@ -129,6 +133,7 @@ async fn journey_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
         .get(&original)
         .header(COOKIE, &bob_cookie)
         .header("Remote-Email", "mallory@evil.example")
+        .header("Remote-Groups", "admins")
         .send()
         .await
         .unwrap()
@@ -138,6 +143,7 @@ async fn journey_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
     assert_eq!(seen["remote_user"], "bob");
     assert_eq!(seen["remote_email"], Value::Null);
     assert_eq!(seen["remote_name"], Value::Null);
+    assert_eq!(seen["remote_groups"], Value::Null);
     assert_eq!(seen["remote_headers"], 2);
 
     // Logout: protected again at once.

@@ -246,6 +246,7 @@ async fn me_describes_the_user_and_the_session() {
             "email": "alice@example.com",
             "display_name": "Alice L.",
             "created_at": created_at,
+            "groups": [],
             "session": {
                 "expires_at": login["expires_at"],
                 "max_expires_at": login["max_expires_at"],
@@ -272,9 +273,29 @@ async fn me_has_null_email_and_display_name_when_the_user_has_none() {
             "email",
             "display_name",
             "created_at",
+            "groups",
             "session"
         ])
     );
+}
+
+#[tokio::test]
+async fn me_lists_the_users_groups_as_created_sorted_ignoring_case() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    for group in ["ops", "Admins", "beta"] {
+        app.add_to_group(group, "alice");
+    }
+    app.user_with_token("bob").await;
+    app.add_to_group("bobs-only", "bob");
+    let body = me(&app, &token).await;
+    assert_eq!(body["groups"], json!(["Admins", "beta", "ops"]), "{body}");
+    // A change counts from the next request on.
+    app.admin()
+        .remove_group(&latchkey::auth::input::GroupName::parse("BETA").unwrap())
+        .unwrap();
+    let body = me(&app, &token).await;
+    assert_eq!(body["groups"], json!(["Admins", "ops"]), "{body}");
 }
 
 #[tokio::test]

@@ -108,6 +108,73 @@ async fn non_ascii_names_are_sent_as_utf8() {
 }
 
 #[tokio::test]
+async fn remote_groups_lists_the_users_groups_sorted_ignoring_case_comma_separated() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    for group in ["ops", "Admins", "beta.testers", "z_9-x"] {
+        app.add_to_group(group, "alice");
+    }
+    app.user_with_token("bob").await;
+    app.add_to_group("bobs", "bob");
+    let response = app.verify_bearer(&token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "remote-groups"),
+        "Admins,beta.testers,ops,z_9-x"
+    );
+    assert_eq!(
+        response.headers().get_all("remote-groups").iter().count(),
+        1
+    );
+    // The cookie gets the same answer.
+    let response = app.get_cookie("/verify", &token).await;
+    assert_eq!(
+        header(&response, "remote-groups"),
+        "Admins,beta.testers,ops,z_9-x"
+    );
+}
+
+#[tokio::test]
+async fn remote_groups_is_present_and_empty_for_a_user_in_no_group() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    app.user_with_token("bob").await;
+    app.add_to_group("admins", "bob");
+    // Even when the request claims groups of its own: the answer always
+    // carries the header, so a proxy copying it overwrites the claim.
+    let response = app
+        .client
+        .get(app.url("/verify"))
+        .bearer_auth(&token)
+        .header("Remote-Groups", "admins")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let groups: Vec<_> = response.headers().get_all("remote-groups").iter().collect();
+    assert_eq!(groups, [""]);
+}
+
+#[tokio::test]
+async fn a_membership_change_is_seen_by_the_next_verify() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    let groups = |response: reqwest::Response| header(&response, "remote-groups");
+    assert_eq!(groups(app.verify_bearer(&token).await), "");
+    app.add_to_group("admins", "alice");
+    assert_eq!(groups(app.verify_bearer(&token).await), "admins");
+    app.add_to_group("Dev", "alice");
+    assert_eq!(groups(app.verify_bearer(&token).await), "admins,Dev");
+    let admin = app.admin();
+    let name = |n: &str| latchkey::auth::input::GroupName::parse(n).unwrap();
+    let alice = latchkey::auth::input::Username::parse("alice").unwrap();
+    admin.remove_member(&name("admins"), &alice).unwrap();
+    assert_eq!(groups(app.verify_bearer(&token).await), "Dev");
+    admin.remove_group(&name("dev")).unwrap();
+    assert_eq!(groups(app.verify_bearer(&token).await), "");
+}
+
+#[tokio::test]
 async fn the_identity_answer_is_not_cacheable() {
     let app = spawn_app().await;
     let (_, token) = app.user_with_token("alice").await;

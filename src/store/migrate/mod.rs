@@ -23,6 +23,7 @@ const MIGRATIONS: &[Migration] = &[
     sessions_keyed_by_integer,
     session_ids_never_reused,
     users_credential_version,
+    groups_and_memberships,
 ];
 
 /// The schema version this build writes and understands.
@@ -108,6 +109,27 @@ fn session_ids_never_reused(tx: &Transaction<'_>) -> Result<(), StoreError> {
 fn users_credential_version(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute_batch(
         "ALTER TABLE users ADD COLUMN credential_version INTEGER NOT NULL DEFAULT 0;",
+    )?;
+    Ok(())
+}
+
+/// Version 5: adds `groups` and `memberships` (see schema.sql). Nothing
+/// existing changes: every user and session is kept, in no group.
+fn groups_and_memberships(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE groups (
+            id              INTEGER PRIMARY KEY,
+            name            TEXT    NOT NULL
+                            CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^A-Za-z0-9._-]*'),
+            name_folded     TEXT    NOT NULL UNIQUE CHECK (name_folded = lower(name)),
+            created_at      INTEGER NOT NULL
+         );
+         CREATE TABLE memberships (
+            user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            group_id        INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+            PRIMARY KEY (user_id, group_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX memberships_by_group ON memberships (group_id);",
     )?;
     Ok(())
 }
@@ -230,10 +252,27 @@ mod tests {
                 .unwrap();
             out.extend(rows.map(Result::unwrap));
         }
+        // The foreign keys of every table, and whether it has a rowid.
         let foreign_keys: Vec<String> = conn
-            .prepare("SELECT \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list('sessions')")
+            .prepare(
+                "SELECT t.name, t.wr, f.\"table\", f.\"from\", f.\"to\", f.on_delete
+                 FROM pragma_table_list AS t
+                 LEFT JOIN pragma_foreign_key_list(t.name) AS f
+                 WHERE t.schema = 'main' AND t.name NOT LIKE 'sqlite_%'
+                 ORDER BY t.name, f.\"from\"",
+            )
             .unwrap()
-            .query_map([], |r| Ok(format!("fk {:?} {:?} {:?} {:?}", r.get_ref(0)?, r.get_ref(1)?, r.get_ref(2)?, r.get_ref(3)?)))
+            .query_map([], |r| {
+                Ok(format!(
+                    "table {:?} without rowid {:?} fk {:?} {:?} {:?} {:?}",
+                    r.get_ref(0)?,
+                    r.get_ref(1)?,
+                    r.get_ref(2)?,
+                    r.get_ref(3)?,
+                    r.get_ref(4)?,
+                    r.get_ref(5)?
+                ))
+            })
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -260,8 +299,8 @@ mod tests {
         use super::super::{sessions, users};
         let dir = tempfile::tempdir().unwrap();
         let old_path = dir.path().join("old.db");
-        // The schema before this build's last step (the credential version).
-        let mut old = file_at(&old_path, SCHEMA_VERSION - 1);
+        // The schema before the credential version (step 4).
+        let mut old = file_at(&old_path, 3);
         old.execute_batch(
             "INSERT INTO users
                (id, username, username_folded, password_hash, email, display_name, disabled,
@@ -316,6 +355,68 @@ mod tests {
         assert!(users::may_log_in(&old, 1, 0).unwrap());
         assert!(users::set_password_hash(&old, 1, "hash-a2").unwrap());
         assert!(!users::may_log_in(&old, 1, 0).unwrap());
+    }
+
+    #[test]
+    fn a_file_from_before_groups_keeps_every_user_and_session_and_gains_working_groups() {
+        use super::super::{groups, sessions, users};
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("old.db");
+        // The schema before this build's last step (groups).
+        let mut old = file_at(&old_path, SCHEMA_VERSION - 1);
+        old.execute_batch(
+            "INSERT INTO users
+               (id, username, username_folded, password_hash, email, display_name, disabled,
+                created_at, credential_version)
+               VALUES (1, 'Alice', 'alice', 'hash-a', 'a@example.com', NULL, 0, 5, 3),
+                      (2, 'bob', 'bob', 'hash-b', NULL, 'Bob', 1, 6, 0);
+             INSERT INTO sessions
+               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+                ip, user_agent)
+               VALUES (7, x'0000000000000007000000000000000000000000000000000000000000000000',
+                       3, 1, 10, 100, 200, '127.0.0.1', 'a');",
+        )
+        .unwrap();
+        run(&mut old, &old_path).unwrap();
+
+        let new_path = dir.path().join("new.db");
+        let mut new = Connection::open(&new_path).unwrap();
+        run(&mut new, &new_path).unwrap();
+        assert_eq!(structure(&old), structure(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+
+        let listed: Vec<_> = users::list(&old)
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.id, u.username, u.password_hash, u.credential_version))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (1, "Alice".to_owned(), "hash-a".to_owned(), 3),
+                (2, "bob".to_owned(), "hash-b".to_owned(), 0)
+            ]
+        );
+        let mut hash = [0; 32];
+        hash[7] = 7;
+        let session = sessions::find_by_token_hash(&old, &hash).unwrap().unwrap();
+        assert_eq!(
+            (session.session_id, session.user_id, session.expires_at),
+            (3, 1, 100)
+        );
+        assert!(session.groups.is_empty());
+        // The new tables work on the migrated file, cascade included.
+        old.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        let admins = groups::insert(&old, "Admins", "admins", 9).unwrap();
+        assert!(groups::add_member(&old, admins, 1).unwrap());
+        assert!(groups::add_member(&old, admins, 2).unwrap());
+        let session = sessions::find_by_token_hash(&old, &hash).unwrap().unwrap();
+        assert_eq!(session.groups, ["Admins"]);
+        assert!(users::delete(&old, 2).unwrap());
+        assert_eq!(groups::list(&old).unwrap()[0].members, 1);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use latchkey::auth::admin::Admin;
-use latchkey::auth::input::{ClientId, Username};
+use latchkey::auth::admin::AdminError;
+use latchkey::auth::input::{ClientId, GroupName, Username};
 use latchkey::auth::password::PasswordHashing;
 use latchkey::config::PasswordConfig;
 use latchkey::store::sessions::Inserted;
@@ -250,11 +251,29 @@ impl TestApp {
         assert!(deleted, "no user {id}");
     }
 
+    /// The administrator's use cases on the server's database, as the CLI
+    /// (another process) has them.
+    pub fn admin(&self) -> Admin {
+        let store = Store::open(&self.db_path, 1).expect("open store");
+        Admin::new(store, &self.config.password).unwrap()
+    }
+
+    /// Puts `user` in `group`, creating the group first if it does not
+    /// exist, as `latchkey group add` and `group add-member` do.
+    pub fn add_to_group(&self, group: &str, user: &str) {
+        let admin = self.admin();
+        let group = GroupName::parse(group).expect("a valid test group name");
+        match admin.add_group(&group) {
+            Ok(()) | Err(AdminError::GroupExists(_)) => {}
+            Err(e) => panic!("add group {group}: {e}"),
+        }
+        let user = Username::parse(user).expect("a valid test username");
+        admin.add_member(&group, &user).expect("add the member");
+    }
+
     /// Creates an introspection client as `latchkey client add` does; returns its secret.
     pub fn add_client(&self, id: &str) -> String {
-        let store = Store::open(&self.db_path, 1).expect("open store");
-        Admin::new(store, &self.config.password)
-            .unwrap()
+        self.admin()
             .add_client(&ClientId::parse(id).unwrap())
             .unwrap()
             .expose()

@@ -66,6 +66,7 @@ async fn echo(req: HttpRequest, seen: web::Data<Mutex<Vec<String>>>) -> HttpResp
         "remote_user_id": header("remote-user-id"),
         "remote_email": header("remote-email"),
         "remote_name": header("remote-name"),
+        "remote_groups": header("remote-groups"),
         "remote_headers": req.headers().keys().filter(|k| k.as_str().starts_with("remote-")).count(),
     }))
 }
