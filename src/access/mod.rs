@@ -11,7 +11,9 @@
 //! - `domain.rs`: host patterns. `path.rs`: the normaliser.
 //! - `decide.rs`: the walk down the list, and its explanation.
 //! - `reload.rs`: the list in force, replaced atomically.
+//! - `check.rs`: `latchkey access check`'s URL and report.
 
+pub mod check;
 mod decide;
 mod domain;
 pub mod path;
