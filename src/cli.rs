@@ -121,6 +121,7 @@ pub enum ClientCommand {
     },
 }
 
+/// `latchkey access …`: questions to the access rules.
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
     /// Show what /verify decides for URL and which rule decides it

@@ -18,6 +18,7 @@ pub struct ProxiedRequest<'a> {
     pub host: &'a str,
     /// Normalised here; the query is ignored.
     pub path: &'a str,
+    /// Compared ignoring ASCII case.
     pub method: &'a str,
     /// The client address, as logins resolve it.
     pub ip: IpAddr,
@@ -26,7 +27,9 @@ pub struct ProxiedRequest<'a> {
 /// The logged-in user behind a request with a valid session.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
+    /// The username (any case).
     pub username: &'a str,
+    /// The user's group names (any case, any order).
     pub groups: &'a [String],
 }
 
@@ -67,7 +70,9 @@ pub enum Why {
 /// A rule tried and passed over, with the first criterion that did not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skipped {
+    /// Index into `access.rules`.
     pub rule: usize,
+    /// The first criterion of the rule that did not match.
     pub criterion: Criterion,
 }
 
@@ -78,7 +83,9 @@ pub struct Explanation {
     pub host: String,
     /// The path compared with `paths`, or why it was refused.
     pub path: Result<String, PathRefused>,
+    /// The rules passed over, in order.
     pub skipped: Vec<Skipped>,
+    /// What [`Rules::decide`] answers for the same request.
     pub decision: Decision,
 }
 

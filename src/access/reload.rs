@@ -19,6 +19,7 @@ use crate::config::{AccessConfig, ConfigError};
 pub struct SharedRules(Arc<ArcSwap<Rules>>);
 
 impl SharedRules {
+    /// Puts `rules` in force, to be shared by cloning the handle.
     pub fn new(rules: Rules) -> SharedRules {
         SharedRules(Arc::new(ArcSwap::from_pointee(rules)))
     }

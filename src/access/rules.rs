@@ -17,10 +17,15 @@ pub struct Rules {
 /// A criterion a rule states; the one named when a rule does not apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Criterion {
+    /// `domains`: the host.
     Domains,
+    /// `paths`: the normalised path.
     Paths,
+    /// `methods`: the method.
     Methods,
+    /// `networks`: the client address.
     Networks,
+    /// `subjects`: the logged-in user and their groups.
     Subjects,
 }
 

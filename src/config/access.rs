@@ -145,6 +145,7 @@ impl DomainPattern {
 pub struct PathPrefix(String);
 
 impl PathPrefix {
+    /// Parses a prefix such as `"/admin"`; refuses one not written normal.
     pub fn parse(text: &str) -> Result<PathPrefix, String> {
         if !text.starts_with('/') {
             return Err(format!("{text:?} must start with \"/\""));
@@ -183,6 +184,7 @@ impl PathPrefix {
 pub struct Method(String);
 
 impl Method {
+    /// Parses a method token such as `"POST"` (any case; kept uppercase).
     pub fn parse(text: &str) -> Result<Method, String> {
         let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if text.is_empty() || text.len() > 32 || !text.bytes().all(is_tchar) {
@@ -191,6 +193,7 @@ impl Method {
         Ok(Method(text.to_ascii_uppercase()))
     }
 
+    /// The method, uppercase.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -199,11 +202,14 @@ impl Method {
 /// A `subjects` entry: `user:NAME` or `group:NAME`, compared ignoring case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectPattern {
+    /// A username, as written.
     User(String),
+    /// A group name, as written.
     Group(String),
 }
 
 impl SubjectPattern {
+    /// Parses `"user:NAME"` (a valid username) or `"group:NAME"` (a valid group name).
     pub fn parse(text: &str) -> Result<SubjectPattern, String> {
         if let Some(name) = text.strip_prefix("user:") {
             let chars = name.chars().count();
