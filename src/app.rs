@@ -1,12 +1,14 @@
 //! Wiring: store, use cases, routes and the background purge, on a listener.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App as ActixApp, HttpServer};
 
+use crate::access::SharedRules;
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::http::{self, body::MAX_BODY_BYTES, AppState};
@@ -31,6 +33,9 @@ pub struct App {
     server: Server,
     local_addr: SocketAddr,
     auth: Auth,
+    access: SharedRules,
+    /// The `SIGHUP` listener, when one was started.
+    reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the database, starts the hashing threads and binds the routes to
@@ -45,6 +50,12 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
     }
     let auth = Auth::new(config, store)?;
     let state = web::Data::new(AppState::new(config, auth.clone()));
+    let access = state.access.clone();
+    tracing::info!(
+        "access rules loaded ({} rules, default_policy {})",
+        access.current().len(),
+        config.access.default_policy
+    );
     let local_addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
         ActixApp::new()
@@ -64,6 +75,8 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         server,
         local_addr,
         auth,
+        access,
+        reloader: None,
     })
 }
 
@@ -78,12 +91,48 @@ impl App {
         self.server.handle()
     }
 
+    /// The access rules in force (what `SIGHUP` replaces).
+    pub fn access_rules(&self) -> &SharedRules {
+        &self.access
+    }
+
+    /// From now on, each `SIGHUP` re-reads `[access]` from `config_path`
+    /// (and the environment) and swaps the rules; a bad file keeps the old
+    /// ones. `required`: whether a missing file is an error. Call it before
+    /// announcing that the server is ready: until then a `SIGHUP` ends the
+    /// process, as it does by default.
+    #[cfg(unix)]
+    pub fn reload_access_rules_on_sighup(
+        &mut self,
+        config_path: PathBuf,
+        required: bool,
+    ) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let access = self.access.clone();
+        self.reloader = Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let (access, path) = (access.clone(), config_path.clone());
+                // Reading and parsing a file is blocking work.
+                let reload =
+                    tokio::task::spawn_blocking(move || access.reload_and_log(&path, required));
+                if let Err(e) = reload.await {
+                    tracing::error!(error = %e, "the access rules reload did not finish");
+                }
+            }
+        }));
+        Ok(())
+    }
+
     /// Serves until stopped (by the handle, SIGINT or SIGTERM), purging
     /// expired sessions in the background.
     pub async fn run(self) -> std::io::Result<()> {
         let purge = tokio::spawn(purge_expired_sessions(self.auth));
         let result = self.server.await;
         purge.abort();
+        if let Some(reloader) = self.reloader {
+            reloader.abort();
+        }
         result
     }
 }

@@ -6,11 +6,13 @@
 //! transactions). Errors carry context and are printed by `main` on one line.
 
 use std::io::{BufRead, Read, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::{check, ProxiedRequest, Rules};
 use crate::auth::admin::{Admin, AdminError, NewUser};
 use crate::auth::input::{
     ClientId, GroupName, Password, ProfileField, Username, MAX_PASSWORD_BYTES,
@@ -47,6 +49,9 @@ pub enum Command {
     /// Manage groups and their members
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Ask the access rules
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Write a consistent copy of the database to FILE, even while serving
     Backup {
         /// Where to write the copy (replaced atomically if it exists)
@@ -137,26 +142,49 @@ pub enum GroupCommand {
     RemoveMember { group: String, user: String },
 }
 
+/// `latchkey access …`: questions to the access rules.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Show what /verify decides for URL and which rule decides it
+    Check {
+        /// The URL as the client asked for it, e.g. https://app.example.com/admin
+        url: String,
+        /// The request's method
+        #[arg(long, value_name = "M", default_value = "GET")]
+        method: String,
+        /// The client address [default: unknown, matched only by 0.0.0.0/0]
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<IpAddr>,
+    },
+}
+
 /// Loads the configuration named on the command line, or `./config.toml` if present.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let (path, required) = match path {
-        Some(path) => (path, true),
-        None => (Path::new("config.toml"), false),
-    };
-    Ok(Config::load(path, required)?)
+    let (path, required) = config_source(path);
+    Ok(Config::load(&path, required)?)
+}
+
+/// The config file to read for `--config` (given or not), and whether it
+/// must exist: a named file must, the default `./config.toml` need not.
+pub fn config_source(path: Option<&Path>) -> (PathBuf, bool) {
+    match path {
+        Some(path) => (path.to_owned(), true),
+        None => (PathBuf::from("config.toml"), false),
+    }
 }
 
 /// Runs an admin command (everything but `serve`).
 pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
-    let admin = open_admin(config)?;
     match command {
         Command::Serve => bail!("`serve` is not an admin command"),
-        Command::User(cmd) => user(cmd, &admin),
-        Command::Session(cmd) => session(cmd, &admin),
-        Command::Client(cmd) => client(cmd, &admin),
-        Command::Group(cmd) => group(cmd, &admin),
+        // The rules alone: no database needed until users are looked up.
+        Command::Access(cmd) => access(cmd, config),
+        Command::User(cmd) => user(cmd, &open_admin(config)?),
+        Command::Session(cmd) => session(cmd, &open_admin(config)?),
+        Command::Client(cmd) => client(cmd, &open_admin(config)?),
+        Command::Group(cmd) => group(cmd, &open_admin(config)?),
         Command::Backup { file } => {
-            admin.backup(&file)?;
+            open_admin(config)?.backup(&file)?;
             println!("Backed up the database to {}.", file.display());
             Ok(())
         }
@@ -389,6 +417,29 @@ fn group(cmd: GroupCommand, admin: &Admin) -> anyhow::Result<()> {
 /// The name of a group to look up: one that no group can have is simply not found.
 fn existing_group(name: &str) -> anyhow::Result<GroupName> {
     GroupName::parse(name).map_err(|_| AdminError::NoSuchGroup(name.to_owned()).into())
+}
+
+fn access(cmd: AccessCommand, config: &Config) -> anyhow::Result<()> {
+    let AccessCommand::Check { url, method, ip } = cmd;
+    let (host, path) = check::split_url(&url).map_err(|e| anyhow!(e))?;
+    let request = ProxiedRequest {
+        host,
+        path,
+        method: &method,
+        ip: ip.unwrap_or(check::UNKNOWN_IP),
+    };
+    let rules = Rules::compile(&config.access);
+    let explanation = rules.explain(&request, None);
+    print!(
+        "{}",
+        check::Report {
+            request: &request,
+            ip_given: ip.is_some(),
+            who: "without a session",
+            explanation: &explanation,
+        }
+    );
+    Ok(())
 }
 
 /// The name of a user to create.

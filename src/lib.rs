@@ -5,10 +5,12 @@
 //! - [`config`]: the SPEC's configuration keys, defaults and layering.
 //! - [`store`]: SQLite, synchronous; the only module that knows SQL.
 //! - [`auth`]: the rules (login, sessions, sliding expiry, limits, hashing).
+//! - [`access`]: the access rules, compiled from `config`; no HTTP, no store.
 //! - [`http`]: actix-web handlers over `auth`, with the SPEC's shapes.
 //! - [`app`]: wires them into a running server; [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod cli;

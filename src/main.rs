@@ -2,6 +2,7 @@
 //! Exit status: 0 success, 1 error (one line on stderr), 2 bad usage (clap).
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -25,17 +26,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli::load_config(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.config),
         admin => cli::run_admin(admin, &config),
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, config_flag: Option<PathBuf>) -> anyhow::Result<()> {
+    // A reload reads the file the start read: required when named, or
+    // when it was there (deleting it later is then an error, not a
+    // silent fall back to no rules).
+    let (config_path, required) = cli::config_source(config_flag.as_deref());
+    let required = required || config_path.exists();
     cli::create_initial_admin(&config)?;
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     actix_web::rt::System::new().block_on(async move {
-        let app = latchkey::build(&config, listener)?;
+        #[allow(unused_mut)] // Only unix reloads.
+        let mut app = latchkey::build(&config, listener)?;
+        #[cfg(unix)]
+        app.reload_access_rules_on_sighup(config_path, required)
+            .context("cannot listen for SIGHUP")?;
         tracing::info!("latchkey listening on http://{}", app.local_addr());
         app.run().await.context("server failed")
     })

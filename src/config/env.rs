@@ -24,14 +24,16 @@ pub(super) fn overlay_env(
     };
     let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
     let defaults = default_table();
-    let Some(default) = defaults
+    let default = defaults
         .get(&section)
         .and_then(|s| s.as_table())
-        .and_then(|s| s.get(&key))
-    else {
-        return Err(env_error(format!("unknown config key `{section}.{key}`")));
+        .and_then(|s| s.get(&key));
+    let is_string = match default {
+        Some(default) => default.is_str(),
+        None if WITHOUT_DEFAULT_LINE.contains(&(section.as_str(), key.as_str())) => false,
+        None => return Err(env_error(format!("unknown config key `{section}.{key}`"))),
     };
-    let parsed = if default.is_str() {
+    let parsed = if is_string {
         toml::Value::String(value.to_owned())
     } else {
         parse_toml_value(value).ok_or_else(|| {
@@ -52,6 +54,11 @@ pub(super) fn overlay_env(
     section_table.insert(key, parsed);
     Ok(())
 }
+
+/// Keys that `config.toml` cannot show with a value (an array of tables
+/// written as `[[access.rules]]`), taken from the environment as TOML, e.g.
+/// `LATCHKEY_ACCESS__RULES='[{paths = ["/admin"], policy = "deny"}]'`.
+const WITHOUT_DEFAULT_LINE: &[(&str, &str)] = &[("access", "rules")];
 
 /// Parses a lone TOML value such as `8`, `true` or `["a", "b"]`.
 fn parse_toml_value(text: &str) -> Option<toml::Value> {

@@ -5,6 +5,7 @@
 //! Every error names the key it is about. This module depends on nothing else
 //! in the crate.
 
+mod access;
 mod env;
 mod values;
 
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use access::{
+    AccessConfig, DomainPattern, Method, PathPrefix, Policy, RuleConfig, SubjectPattern,
+};
 pub use env::DEFAULTS_TOML;
 use values::{duration, is_cookie_name_byte};
 pub use values::{is_host_name, parse_duration, IpNet};
@@ -30,6 +34,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub password: PasswordConfig,
     pub login: LoginConfig,
+    pub access: AccessConfig,
 }
 
 /// `[server]`: where to listen and whom to believe about client addresses.
@@ -170,16 +175,7 @@ impl Config {
     /// A missing file is not an error only when `path` was not given explicitly
     /// (`required == false`): running without a file means running on defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
-        let file = match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
-            Err(cause) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    cause,
-                })
-            }
-        };
+        let file = read_file(path, required)?;
         Config::from_sources(file.as_deref(), path, std::env::vars())
     }
 
@@ -192,30 +188,7 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table = match file_text {
-            Some(text) => text
-                .parse::<toml::Table>()
-                .map_err(|e| ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: one_line(&toml_error_message(text, &e)),
-                })?,
-            None => toml::Table::new(),
-        };
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-            .collect();
-        env.sort();
-        for (var, value) in env {
-            env::overlay_env(&mut table, &var, &value)?;
-        }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Key {
-                    key: e.path().to_string(),
-                    message: one_line(&e.into_inner().to_string()),
-                }
-            })?;
+        let config: Config = deserialize(layered_table(file_text, path, env)?)?;
         config.validate()?;
         Ok(config)
     }
@@ -279,7 +252,7 @@ impl Config {
                 );
             }
         }
-        Ok(())
+        self.access.validate()
     }
 
     /// The number of HTTP workers to start: `server.workers`, or one per core.
@@ -289,6 +262,80 @@ impl Config {
             n => n,
         }
     }
+}
+
+impl AccessConfig {
+    /// Reads only `[access]` from the layered sources (defaults, `path`, the
+    /// environment), for a reload: the other sections are not looked at, as
+    /// they only change with a restart.
+    pub fn load(path: &Path, required: bool) -> Result<AccessConfig, ConfigError> {
+        let file = read_file(path, required)?;
+        AccessConfig::from_sources(file.as_deref(), path, std::env::vars())
+    }
+
+    /// [`AccessConfig::load`] from file text and `(name, value)` environment pairs.
+    pub fn from_sources(
+        file_text: Option<&str>,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<AccessConfig, ConfigError> {
+        // Not `deny_unknown_fields`: the other sections are skipped, not judged.
+        #[derive(Deserialize)]
+        struct AccessOnly {
+            #[serde(default)]
+            access: AccessConfig,
+        }
+        let only: AccessOnly = deserialize(layered_table(file_text, path, env)?)?;
+        only.access.validate()?;
+        Ok(only.access)
+    }
+}
+
+/// The file's text, or `None` when it is missing and not `required`.
+fn read_file(path: &Path, required: bool) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+        Err(cause) => Err(ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        }),
+    }
+}
+
+/// The file's table with the `LATCHKEY_` variables laid over it.
+fn layered_table(
+    file_text: Option<&str>,
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    let mut table = match file_text {
+        Some(text) => text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: one_line(&toml_error_message(text, &e)),
+            })?,
+        None => toml::Table::new(),
+    };
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    env.sort();
+    for (var, value) in env {
+        env::overlay_env(&mut table, &var, &value)?;
+    }
+    Ok(table)
+}
+
+/// Deserializes a layered table; an error names the key by its path
+/// (`access.rules[2].paths[0]`).
+fn deserialize<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Key {
+        key: e.path().to_string(),
+        message: one_line(&e.into_inner().to_string()),
+    })
 }
 
 fn toml_error_message(text: &str, e: &toml::de::Error) -> String {

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::access::{Rules, SharedRules};
 use crate::auth::{Auth, Identity};
 use crate::config::{Config, IpNet};
 use cookie::CookieSettings;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub cookie: CookieSettings,
     pub hosts: HostPolicy,
     pub trusted_proxies: Vec<IpNet>,
+    /// The access rules in force; replaced on `SIGHUP`.
+    pub access: SharedRules,
     warned_peers: Mutex<WarnedPeers>,
 }
 
@@ -53,6 +56,7 @@ impl AppState {
             cookie: CookieSettings::from_config(&config.session),
             hosts: HostPolicy::from_config(config),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            access: SharedRules::new(Rules::compile(&config.access)),
             warned_peers: Mutex::default(),
         }
     }

@@ -361,8 +361,7 @@ impl Server {
         Api::new(self.address.clone())
     }
 
-    /// The server's process id.
-    #[allow(dead_code)] // Only tests/load.rs reads the server's memory.
+    /// The server's process id (to read its memory, or send it a signal).
     pub fn pid(&self) -> u32 {
         self.child.0.id()
     }

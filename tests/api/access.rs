@@ -1,0 +1,188 @@
+//! Tests: access rules through the real binary: refused configs, `access
+//! check`, and `SIGHUP` reloading the rules of a running server.
+
+use crate::helpers::{http_client, Sandbox, Server};
+
+const RULES: &str = r#"
+[[access.rules]]
+paths = ["/public"]
+policy = "bypass"
+
+[[access.rules]]
+domains = ["*.example.com"]
+paths = ["/admin"]
+methods = ["POST"]
+networks = ["10.0.0.0/8"]
+policy = "deny"
+"#;
+
+#[test]
+fn serve_refuses_bad_rules_naming_the_rule_and_the_key() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        (
+            "[[access.rules]]\npolicy = \"deny\"\n[[access.rules]]\npaths = [\"admin\"]\npolicy = \"deny\"\n",
+            "access.rules[1].paths",
+        ),
+        (
+            "[[access.rules]]\nsubjects = [\"group:admins\"]\npolicy = \"bypass\"\n",
+            "access.rules[0].subjects",
+        ),
+        (
+            "[[access.rules]]\ndomains = [\"a.*.example.com\"]\npolicy = \"deny\"\n",
+            "access.rules[0].domains",
+        ),
+        (
+            "[[access.rules]]\nnetworks = [\"10.0.0.0/99\"]\npolicy = \"deny\"\n",
+            "access.rules[0].networks",
+        ),
+        ("[[access.rules]]\npolicy = \"maybe\"\n", "access.rules[0].policy"),
+        ("[[access.rules]]\nplicy = \"deny\"\n", "plicy"),
+    ];
+    for (text, key) in cases {
+        std::fs::write(sandbox.path("bad.toml"), text).unwrap();
+        let run = sandbox.latchkey(&["--config", "bad.toml", "serve"], None);
+        let message = run.assert_error();
+        assert!(message.contains(key), "{text:?} gave {message:?}");
+    }
+}
+
+#[test]
+fn two_factor_rules_are_refused_until_the_second_factor_exists() {
+    let sandbox = Sandbox::new();
+    for text in [
+        "[[access.rules]]\npaths = [\"/admin\"]\npolicy = \"two_factor\"\n",
+        "[access]\ndefault_policy = \"two_factor\"\n",
+    ] {
+        std::fs::write(sandbox.path("2fa.toml"), text).unwrap();
+        let run = sandbox.latchkey(&["--config", "2fa.toml", "serve"], None);
+        let message = run.assert_error();
+        assert!(
+            message.contains("second factor") && message.contains("not available yet"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn access_check_prints_the_decision_and_the_rules_passed_over() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("config.toml"), RULES).unwrap();
+    let run = sandbox.latchkey(
+        &[
+            "access",
+            "check",
+            "https://App.Example.com:8443/public/%2e%2e/admin/users?x=1",
+            "--method",
+            "POST",
+            "--ip",
+            "10.1.2.3",
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "request   POST app.example.com /admin/users from 10.1.2.3, without a session\n\
+         rule 0    does not apply: its paths do not match\n\
+         decision  deny (403 forbidden)\n\
+         because   rule 1 applies; its policy is deny\n"
+    );
+
+    let run = sandbox.latchkey(&["access", "check", "http://app.example.com/admin"], None);
+    run.assert_ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "request   GET app.example.com /admin from an unknown address (0.0.0.0; give --ip), without a session",
+            "rule 0    does not apply: its paths do not match",
+            "rule 1    does not apply: its methods do not match",
+            "decision  log in first (401, or 302 to the login page)",
+            "because   no rule applies; default_policy is one_factor, and the request has no session",
+        ]
+    );
+
+    let run = sandbox.latchkey(&["access", "check", "http://h.example/public;x"], None);
+    assert!(run.stdout.contains("decision  bypass"), "{}", run.stdout);
+
+    let run = sandbox.latchkey(
+        &["access", "check", "http://h.example/public%2F..%2Fadmin"],
+        None,
+    );
+    assert!(
+        run.stdout.contains("decision  deny (403 forbidden)")
+            && run.stdout.contains("refused before any rule")
+            && run.stdout.contains("%2F"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn access_check_refuses_what_is_not_a_url_or_an_address() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.latchkey(&["access", "check", "app.example.com/admin"], None);
+    assert!(run
+        .assert_error()
+        .contains("not an http:// or https:// URL"));
+    let run = sandbox.latchkey(
+        &["access", "check", "http://h/", "--ip", "10.0.0.300"],
+        None,
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("'--ip <ADDR>'"), "{run:#?}");
+    sandbox
+        .latchkey(&["access", "check"], None)
+        .assert_usage_error();
+}
+
+/// Sends `SIGHUP` to the server, as `kill -HUP` would.
+#[cfg(target_os = "linux")]
+fn hang_up(server: &Server) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(server.pid() as i32).expect("a real process id");
+    kill_process(pid, Signal::HUP).expect("send SIGHUP");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn sighup_reloads_the_rules_and_a_bad_file_keeps_the_old_ones() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.path("latchkey.toml");
+    std::fs::write(&config, RULES).unwrap();
+    let mut server = Server::start(&sandbox, &["--config", "latchkey.toml"]);
+    server.wait_for_stderr("access rules loaded (2 rules, default_policy one_factor)");
+
+    let third = "\n[[access.rules]]\npaths = [\"/x\"]\npolicy = \"deny\"\n";
+    std::fs::write(&config, format!("{RULES}{third}")).unwrap();
+    hang_up(&server);
+    server.wait_for_stderr("access rules reloaded (3 rules)");
+
+    // Another section's bad value is not read: only the rules reload.
+    let broken_rule = "\n[[access.rules]]\npaths = [\"/ok\"]\npolicy = \"deny\"\n\
+                       [[access.rules]]\npaths = [\"no-slash\"]\npolicy = \"deny\"\n";
+    std::fs::write(
+        &config,
+        format!("[session]\nidle_timeout = \"1h\"\n{RULES}{broken_rule}"),
+    )
+    .unwrap();
+    hang_up(&server);
+    let error = server.wait_for_stderr("access rules not reloaded");
+    assert!(
+        error.contains("access.rules[3].paths")
+            && error.contains("the 3 rules loaded before stay in force"),
+        "{error}"
+    );
+
+    // The server lives on, and still reloads a good file.
+    let health = http_client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    std::fs::write(&config, "[access]\ndefault_policy = \"deny\"\n").unwrap();
+    hang_up(&server);
+    server.wait_for_stderr("access rules reloaded (0 rules)");
+}
