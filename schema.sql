@@ -1,4 +1,4 @@
--- latchkey's schema, version 5: applied to a new database file at start.
+-- latchkey's schema, version 6: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 
@@ -21,7 +21,13 @@ CREATE TABLE users (
     -- sessions revoked). A login reads it with the hash and creates its
     -- session only if it is unchanged, in the same transaction: a login
     -- whose password check overlapped a change gets no session.
-    credential_version INTEGER NOT NULL DEFAULT 0
+    credential_version INTEGER NOT NULL DEFAULT 0,
+    -- The user's group names, sorted by folded name, joined by commas (no
+    -- group name holds one): what Remote-Groups sends. Kept by the
+    -- triggers on memberships below, so that the token check reads one
+    -- column instead of sorting memberships on every request (which cost
+    -- more than the rest of the lookup; docs/benchmarks.md).
+    group_names     TEXT    NOT NULL DEFAULT ''
 );
 
 -- Logged-in sessions, found by the SHA-256 of their token; the raw token is
@@ -108,3 +114,22 @@ CREATE TABLE memberships (
 
 -- A group's members: `group members`, member counts, group deletion.
 CREATE INDEX memberships_by_group ON memberships (group_id);
+
+-- Users.group_names follows every membership change, whatever makes it
+-- (a command, a cascade from a deleted user or group).
+CREATE TRIGGER group_names_on_join AFTER INSERT ON memberships
+BEGIN
+    UPDATE users SET group_names = ifnull(
+        (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+         FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+         WHERE m.user_id = NEW.user_id), '')
+    WHERE id = NEW.user_id;
+END;
+CREATE TRIGGER group_names_on_leave AFTER DELETE ON memberships
+BEGIN
+    UPDATE users SET group_names = ifnull(
+        (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+         FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+         WHERE m.user_id = OLD.user_id), '')
+    WHERE id = OLD.user_id;
+END;

@@ -109,15 +109,14 @@ pub fn find_by_token_hash(
     conn: &Connection,
     token_hash: &[u8; 32],
 ) -> Result<Option<TokenRow>, StoreError> {
-    // The names come joined by commas, which no group name may hold
-    // (schema.sql): one text value per row instead of a row per group.
+    // The names come sorted and joined by commas, which no group name may
+    // hold, in a column that triggers keep (schema.sql): a subquery that
+    // sorted memberships here cost more than the rest of the lookup.
     Ok(conn
         .prepare_cached(
             "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
                     u.id, u.username, u.email, u.display_name, u.disabled, u.created_at,
-                    (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
-                     FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
-                     WHERE m.user_id = u.id)
+                    u.group_names
              FROM sessions AS s JOIN users AS u ON u.id = s.user_id
              WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
         )?
@@ -133,18 +132,18 @@ pub fn find_by_token_hash(
                 display_name: r.get(7)?,
                 user_disabled: r.get(8)?,
                 user_created_at: r.get(9)?,
-                groups: split_groups(r.get_ref(10)?.as_str_or_null()?),
+                groups: split_groups(r.get_ref(10)?.as_str()?),
             })
         })
         .optional()?)
 }
 
-/// The group names of a `group_concat`, NULL (no group) being none.
-fn split_groups(joined: Option<&str>) -> Vec<String> {
-    match joined {
-        None | Some("") => Vec::new(),
-        Some(joined) => joined.split(',').map(str::to_owned).collect(),
+/// The group names of `users.group_names`; empty is none.
+fn split_groups(joined: &str) -> Vec<String> {
+    if joined.is_empty() {
+        return Vec::new();
     }
+    joined.split(',').map(str::to_owned).collect()
 }
 
 /// Moves a session's idle expiry forward; never moves it back.

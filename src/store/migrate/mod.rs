@@ -24,6 +24,7 @@ const MIGRATIONS: &[Migration] = &[
     session_ids_never_reused,
     users_credential_version,
     groups_and_memberships,
+    users_group_names,
 ];
 
 /// The schema version this build writes and understands.
@@ -130,6 +131,36 @@ fn groups_and_memberships(tx: &Transaction<'_>) -> Result<(), StoreError> {
             PRIMARY KEY (user_id, group_id)
          ) WITHOUT ROWID;
          CREATE INDEX memberships_by_group ON memberships (group_id);",
+    )?;
+    Ok(())
+}
+
+/// Version 6: `users.group_names`, the sorted, comma-joined names the token
+/// check reads, kept by triggers on `memberships` (see schema.sql) and
+/// filled here from the memberships already in the file.
+fn users_group_names(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "ALTER TABLE users ADD COLUMN group_names TEXT NOT NULL DEFAULT '';
+         UPDATE users SET group_names = ifnull(
+             (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+              FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+              WHERE m.user_id = users.id), '');
+         CREATE TRIGGER group_names_on_join AFTER INSERT ON memberships
+         BEGIN
+             UPDATE users SET group_names = ifnull(
+                 (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+                  FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+                  WHERE m.user_id = NEW.user_id), '')
+             WHERE id = NEW.user_id;
+         END;
+         CREATE TRIGGER group_names_on_leave AFTER DELETE ON memberships
+         BEGIN
+             UPDATE users SET group_names = ifnull(
+                 (SELECT group_concat(g.name, ',' ORDER BY g.name_folded)
+                  FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+                  WHERE m.user_id = OLD.user_id), '')
+             WHERE id = OLD.user_id;
+         END;",
     )?;
     Ok(())
 }
@@ -362,8 +393,8 @@ mod tests {
         use super::super::{groups, sessions, users};
         let dir = tempfile::tempdir().unwrap();
         let old_path = dir.path().join("old.db");
-        // The schema before this build's last step (groups).
-        let mut old = file_at(&old_path, SCHEMA_VERSION - 1);
+        // The schema before groups (step 5).
+        let mut old = file_at(&old_path, 4);
         old.execute_batch(
             "INSERT INTO users
                (id, username, username_folded, password_hash, email, display_name, disabled,
@@ -417,6 +448,55 @@ mod tests {
         assert_eq!(session.groups, ["Admins"]);
         assert!(users::delete(&old, 2).unwrap());
         assert_eq!(groups::list(&old).unwrap()[0].members, 1);
+    }
+
+    #[test]
+    fn a_file_from_before_group_names_gets_them_filled_and_kept_by_the_triggers() {
+        use super::super::{groups, sessions};
+        let dir = tempfile::tempdir().unwrap();
+        let old_path = dir.path().join("old.db");
+        // The schema before users.group_names (step 6), with memberships.
+        let mut old = file_at(&old_path, 5);
+        old.execute_batch(
+            "INSERT INTO users (id, username, username_folded, password_hash, created_at)
+               VALUES (1, 'alice', 'alice', 'x', 1), (2, 'bob', 'bob', 'x', 1);
+             INSERT INTO groups (id, name, name_folded, created_at)
+               VALUES (1, 'beta', 'beta', 1), (2, 'Alpha', 'alpha', 1), (3, 'gamma', 'gamma', 1);
+             INSERT INTO memberships (user_id, group_id) VALUES (1, 1), (1, 2);
+             INSERT INTO sessions
+               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+                ip, user_agent)
+               VALUES (7, x'0000000000000007000000000000000000000000000000000000000000000000',
+                       3, 1, 10, 100, 200, '127.0.0.1', 'a');",
+        )
+        .unwrap();
+        run(&mut old, &old_path).unwrap();
+        let new_path = dir.path().join("new.db");
+        let mut new = Connection::open(&new_path).unwrap();
+        run(&mut new, &new_path).unwrap();
+        assert_eq!(structure(&old), structure(&new));
+
+        let mut hash = [0; 32];
+        hash[7] = 7;
+        let groups_of_alice = |conn: &Connection| {
+            sessions::find_by_token_hash(conn, &hash)
+                .unwrap()
+                .unwrap()
+                .groups
+        };
+        // Filled from the memberships in the file, sorted ignoring case.
+        assert_eq!(groups_of_alice(&old), ["Alpha", "beta"]);
+        // Then kept by the triggers: a join, a leave, a cascade.
+        old.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        assert!(groups::add_member(&old, 3, 1).unwrap());
+        assert_eq!(groups_of_alice(&old), ["Alpha", "beta", "gamma"]);
+        assert!(groups::remove_member(&old, 1, 1).unwrap());
+        assert_eq!(groups_of_alice(&old), ["Alpha", "gamma"]);
+        old.execute_batch("DELETE FROM groups WHERE id = 2")
+            .unwrap();
+        assert_eq!(groups_of_alice(&old), ["gamma"]);
+        old.execute_batch("DELETE FROM groups").unwrap();
+        assert!(groups_of_alice(&old).is_empty());
     }
 
     #[test]
