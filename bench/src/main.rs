@@ -67,6 +67,8 @@ const THROWAWAY_SESSIONS: usize = 20_000;
 const SAMPLE_TOKENS: usize = 10_000;
 /// Connections of the measured load.
 const CONNECTIONS: usize = 32;
+/// Rules in the access-rules scenario; the one that applies is the last.
+const ACCESS_RULES: usize = 20;
 /// Connections of the login flood that runs beside it in scenario 8.
 const FLOOD_CONNECTIONS: usize = 64;
 /// Seconds of discarded load before each measurement (caches, allocator).

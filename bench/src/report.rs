@@ -15,6 +15,12 @@ use crate::FLOOD_CONNECTIONS;
 const VERIFY_CPU_TARGET: f64 = 1.25;
 /// The same for `/introspect` with an active token.
 const INTROSPECT_CPU_TARGET: f64 = 1.35;
+/// `/verify` through the access rules, at least this share of `/verify`'s
+/// requests/s without them (issue 11).
+const ACCESS_RULES_TARGET: f64 = 0.95;
+/// The scenario of `/verify` through the access rules, and the one without.
+const ACCESS_RULES_ROW: usize = 10;
+const VERIFY_ROW: usize = 2;
 
 /// `1000` → `1k`, `1000000` → `1M`.
 pub fn count_label(n: usize) -> String {
@@ -322,8 +328,28 @@ pub fn print_report(
         );
     }
     print_cpu_ratios(rows, lookups);
+    print_access_rules_cost(rows);
     println!();
     println!("total time {:.0} s", elapsed.as_secs_f64());
+}
+
+/// What judging every request with the access rules costs: their row's
+/// requests/s and server CPU per request against plain `/verify`'s.
+fn print_access_rules_cost(rows: &[Row]) {
+    let row = |number: usize| rows.iter().find(|r| r.number == number);
+    let (Some(plain), Some(ruled)) = (row(VERIFY_ROW), row(ACCESS_RULES_ROW)) else {
+        return;
+    };
+    println!();
+    println!(
+        "verify through {} access rules / verify: {:.1} % of the requests/s (target >= {:.0} %), \
+         {:.1} µs vs {:.1} µs server CPU per request (rows {ACCESS_RULES_ROW} and {VERIFY_ROW})",
+        crate::ACCESS_RULES,
+        100.0 * ruled.result.rps() / plain.result.rps(),
+        100.0 * ACCESS_RULES_TARGET,
+        server_cpu_us(ruled),
+        server_cpu_us(plain),
+    );
 }
 
 /// A token check's server CPU per request over the work it cannot avoid:

@@ -18,8 +18,8 @@ use crate::seed::{copy_database, large_database, remove_database, seed, write_li
 use crate::servers::{preflight_baseline, preflight_latchkey, start_server};
 use crate::wrk::{finish_wrk, spawn_wrk, write_script, RunningWrk, WrkResult};
 use crate::{
-    progress, Ctx, CONNECTIONS, FLOOD_CONNECTIONS, SAMPLE_TOKENS, SESSION_LIFETIME_SECS,
-    SMALL_SESSIONS, THROWAWAY_SESSIONS, WARMUP_SECS,
+    progress, Ctx, ACCESS_RULES, CONNECTIONS, FLOOD_CONNECTIONS, SAMPLE_TOKENS,
+    SESSION_LIFETIME_SECS, SMALL_SESSIONS, THROWAWAY_SESSIONS, WARMUP_SECS,
 };
 
 /// Connections of the login scenario: as many as the pinned server's hashing
@@ -153,6 +153,16 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
                 count_statuses: true,
             },
         ),
+        // Row 2's load through a realistic rule list whose one applicable
+        // rule is the last: the cost of judging every request (issue 11).
+        Scenario {
+            access_rules: true,
+            ..Scenario::new(
+                &format!("verify, bearer, {ACCESS_RULES} access rules ({k})"),
+                Some(small_db_ref.clone()),
+                Load::dynamic("bearer", &small_tokens),
+            )
+        },
     ];
     Ok(Prepared {
         scenarios,
@@ -215,6 +225,8 @@ pub struct Scenario {
     socket_errors_only: bool,
     /// Concurrent connections of the measured load.
     connections: usize,
+    /// Serve with [`ACCESS_RULES`] access rules instead of none.
+    access_rules: bool,
 }
 
 impl Scenario {
@@ -226,6 +238,7 @@ impl Scenario {
             flood: false,
             socket_errors_only: false,
             connections: CONNECTIONS,
+            access_rules: false,
         }
     }
 }
@@ -280,7 +293,7 @@ pub fn run_scenario(
 }
 
 fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]) -> Result<Row> {
-    let mut server = start_server(ctx, db)?;
+    let mut server = start_server(ctx, db, scenario.access_rules)?;
     let addr = server.addr;
     match &scenario.db {
         Some(db_ref) => {

@@ -19,7 +19,7 @@ use latchkey::Config;
 
 use crate::process::{last_line, pinned, ChildGuard};
 use crate::seed::user_name;
-use crate::{Ctx, MAX_FAILURES, PASSWORD, SERVER_CORE, WRONG_PASSWORD};
+use crate::{Ctx, ACCESS_RULES, MAX_FAILURES, PASSWORD, SERVER_CORE, WRONG_PASSWORD};
 
 /// The line a server child prints once it listens.
 const LISTENING_PREFIX: &str = "LISTENING ";
@@ -94,7 +94,7 @@ impl Server {
     }
 }
 
-pub fn start_server(ctx: &Ctx, db: Option<&Path>) -> Result<Server> {
+pub fn start_server(ctx: &Ctx, db: Option<&Path>, access_rules: bool) -> Result<Server> {
     let log = ctx.work.join("server.log");
     let log_file =
         fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -102,7 +102,7 @@ pub fn start_server(ctx: &Ctx, db: Option<&Path>) -> Result<Server> {
     match db {
         Some(db) => {
             let config = ctx.work.join("latchkey.toml");
-            fs::write(&config, server_config_toml(db))
+            fs::write(&config, server_config_toml(db, access_rules))
                 .with_context(|| format!("cannot write {}", config.display()))?;
             command.arg("__serve").arg("--config").arg(&config);
         }
@@ -183,14 +183,47 @@ fn wait_until_serving(server: &mut Server, latchkey: bool) -> Result<()> {
     }
 }
 
-fn server_config_toml(db: &Path) -> String {
-    format!(
+fn server_config_toml(db: &Path, access_rules: bool) -> String {
+    let mut config = format!(
         "# Written by latchkey-bench for one run.\n\
          [server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
          [database]\npath = {}\n\
          [login]\nmax_failures = {MAX_FAILURES}\n",
         toml_string(&db.to_string_lossy())
-    )
+    );
+    if access_rules {
+        config.push_str(&access_rules_toml());
+    }
+    config
+}
+
+/// [`ACCESS_RULES`] rules as a self-hoster with a dozen apps might write
+/// them, none of which applies to the bench's requests (`GET /verify` for
+/// host 127.0.0.1) but the last: each fails on a different criterion
+/// (domain, wildcard domain, path, method, network), so every kind of
+/// matcher runs before the last rule lets the session through.
+fn access_rules_toml() -> String {
+    let mut out = String::from("[access]\ndefault_policy = \"deny\"\n");
+    for i in 0..ACCESS_RULES - 1 {
+        out.push_str("[[access.rules]]\n");
+        let _ = match i % 5 {
+            0 => writeln!(out, "domains = [\"app{i}.example.com\"]"),
+            1 => writeln!(
+                out,
+                "domains = [\"*.apps{i}.example.com\", \"apps{i}.example.com\"]"
+            ),
+            2 => writeln!(out, "paths = [\"/app{i}\", \"/api/v{i}\"]"),
+            3 => writeln!(out, "methods = [\"POST\", \"PUT\", \"DELETE\"]"),
+            _ => writeln!(out, "networks = [\"10.{i}.0.0/16\"]"),
+        };
+        out.push_str(if i % 2 == 0 {
+            "policy = \"deny\"\n"
+        } else {
+            "policy = \"bypass\"\n"
+        });
+    }
+    out.push_str("[[access.rules]]\npaths = [\"/\"]\npolicy = \"one_factor\"\n");
+    out
 }
 
 /// A TOML basic string.
