@@ -120,6 +120,75 @@ fn access_check_prints_the_decision_and_the_rules_passed_over() {
 }
 
 #[test]
+fn access_check_judges_a_user_with_their_groups_from_the_database() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("config.toml"),
+        "[[access.rules]]\npaths = [\"/admin\"]\nsubjects = [\"group:admins\"]\npolicy = \"one_factor\"\n\
+         [[access.rules]]\npaths = [\"/admin\"]\npolicy = \"deny\"\n",
+    )
+    .unwrap();
+    for name in ["alice", "bob", "carol"] {
+        sandbox.add_user(name, "pw-of-the-test");
+    }
+    for args in [
+        &["group", "add", "Admins"][..],
+        &["group", "add", "dev"],
+        &["group", "add-member", "admins", "alice"],
+        &["group", "add-member", "dev", "alice"],
+        &["group", "add-member", "admins", "carol"],
+        &["user", "disable", "carol"],
+    ] {
+        sandbox.latchkey(args, None).assert_ok();
+    }
+    let check = |user: &str| {
+        let url = "https://app.example.com/admin/users";
+        let run = sandbox.latchkey(
+            &["access", "check", url, "--ip", "10.0.0.1", "--user", user],
+            None,
+        );
+        run.assert_ok();
+        run.stdout
+    };
+    assert_eq!(
+        check("alice"),
+        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"alice\", in groups Admins,dev\n\
+         decision  allow (200 with the user's Remote-* headers)\n\
+         because   rule 0 applies; its policy is one_factor\n"
+    );
+    assert_eq!(
+        check("BOB"),
+        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"bob\", in no group\n\
+         rule 0    does not apply: its subjects do not match\n\
+         decision  deny (403 forbidden)\n\
+         because   rule 1 applies; its policy is deny\n"
+    );
+    // The groups are read each time: bob in admins is let in.
+    sandbox
+        .latchkey(&["group", "add-member", "admins", "bob"], None)
+        .assert_ok();
+    assert!(check("bob").contains("decision  allow"), "{}", check("bob"));
+    // A disabled user has no session for /verify to judge.
+    let carol = check("carol");
+    assert!(
+        carol.contains("for user \"carol\", who is disabled")
+            && carol.contains("decision  log in first"),
+        "{carol}"
+    );
+    let run = sandbox.latchkey(
+        &[
+            "access",
+            "check",
+            "https://app.example.com/",
+            "--user",
+            "dave",
+        ],
+        None,
+    );
+    assert_eq!(run.assert_error(), "error: no user \"dave\"");
+}
+
+#[test]
 fn access_check_refuses_what_is_not_a_url_or_an_address() {
     let sandbox = Sandbox::new();
     let run = sandbox.latchkey(&["access", "check", "app.example.com/admin"], None);
