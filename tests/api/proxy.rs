@@ -224,20 +224,27 @@ async fn caddy_forward_auth_example_protects_an_app() {
     journey_through(port, &latchkey, &app).await;
 }
 
-/// Access rules for the app behind the proxy: `/admin` for the group
-/// `admins` only, `/public` without a login, and no POST to `/api`.
-const APP_RULES: &str = r#"
-[[access.rules]]
-domains = ["app.example.com"]
-paths = ["/admin"]
-subjects = ["group:admins"]
-policy = "one_factor"
+/// The rule of the README's nginx walk-through (step 5), as written there:
+/// `/admin` on app.example.com for the group `admins` only.
+fn readme_rule() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let (_, step) = readme
+        .split_once("**Keep `/admin` to the admins**")
+        .expect("the README's rule step");
+    let (_, block) = step.split_once("```toml\n").expect("its TOML block");
+    let (block, _) = block.split_once("```").expect("the end of the block");
+    block
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("   ").unwrap_or(line)))
+        .collect()
+}
 
-[[access.rules]]
-domains = ["app.example.com"]
-paths = ["/admin"]
-policy = "deny"
-
+/// Access rules for the app behind the proxy: the README's `/admin` rule,
+/// `/public` without a login, and no POST to `/api`.
+fn app_rules() -> String {
+    readme_rule()
+        + r#"
 [[access.rules]]
 paths = ["/public"]
 policy = "bypass"
@@ -246,7 +253,8 @@ policy = "bypass"
 paths = ["/api"]
 methods = ["POST"]
 policy = "deny"
-"#;
+"#
+}
 
 /// Every identity header, as a client would forge them.
 const FORGED: [(&str, &str); 5] = [
@@ -309,7 +317,7 @@ fn assert_identity_seen(seen: &Value, user: Option<&str>, groups: Option<&str>) 
     );
 }
 
-/// The rules of [`APP_RULES`], through a proxy on `port`.
+/// The rules of [`app_rules`], through a proxy on `port`.
 async fn rules_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
     use reqwest::Method;
     latchkey.add_user("alice", PASSWORD);
@@ -409,7 +417,7 @@ async fn nginx_example_applies_the_access_rules() {
     let Some(nginx) = installed("nginx") else {
         return;
     };
-    let latchkey = spawn_latchkey_for_proxy_with_rules(APP_RULES).await;
+    let latchkey = spawn_latchkey_for_proxy_with_rules(&app_rules()).await;
     let app = spawn_echo_app();
     let (port, _proxy) = start_nginx_for_test(&nginx, &latchkey, &app);
     rules_through(port, &latchkey, &app).await;
@@ -420,7 +428,7 @@ async fn caddy_example_applies_the_access_rules() {
     let Some(caddy) = installed("caddy") else {
         return;
     };
-    let latchkey = spawn_latchkey_for_proxy_with_rules(APP_RULES).await;
+    let latchkey = spawn_latchkey_for_proxy_with_rules(&app_rules()).await;
     let app = spawn_echo_app();
     let (port, _proxy) = start_caddy_for_test(&caddy, &latchkey, &app);
     rules_through(port, &latchkey, &app).await;
