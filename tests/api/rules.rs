@@ -533,3 +533,22 @@ async fn a_path_dressed_up_as_a_public_one_is_judged_as_what_the_app_serves() {
     assert_needs_login(ask(&app, None, "/publicity").await).await;
     assert_bypass(&ask(&app, None, "/public/../public/x?y=/admin").await);
 }
+
+#[tokio::test]
+async fn bypass_and_deny_answer_from_the_rules_alone_without_using_the_session() {
+    let app = spawn_app_from_toml(EVERY_POLICY).await;
+    let (_, token) = app.user_with_token("alice").await;
+    // Close enough to its idle expiry that any use of it slides it.
+    let (expires_at, max_expires_at) = (now() + 60, now() + 86_400);
+    app.set_session_expiry(&token, expires_at, max_expires_at);
+    assert_bypass(&ask(&app, Some(&token), "/open").await);
+    assert_forbidden(ask(&app, Some(&token), "/closed").await).await;
+    assert_eq!(
+        app.stored_expiry(&token),
+        Some((expires_at, max_expires_at)),
+        "the session was used"
+    );
+    assert_allowed(&ask(&app, Some(&token), "/members").await, "alice");
+    let (slid, _) = app.stored_expiry(&token).unwrap();
+    assert!(slid > expires_at + 3000, "the one_factor check slides it");
+}
