@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use super::admin::{find_user, immediate, Admin, AdminError};
 use super::input::{GroupName, Username};
 use super::unix_now;
-use crate::store::{groups, StoreError};
+use crate::store::{groups, users, StoreError};
 
 /// A group as listed, with its member count.
 pub use groups::GroupRow;
@@ -23,6 +23,17 @@ pub use groups::Member;
 pub struct Membership {
     pub group: String,
     pub username: String,
+}
+
+/// A user and their groups, as `/verify` would see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserGroups {
+    /// The name as stored.
+    pub username: String,
+    /// A disabled user has no valid session: `/verify` judges them as anonymous.
+    pub disabled: bool,
+    /// Sorted case-insensitively, as in `Remote-Groups`.
+    pub groups: Vec<String>,
 }
 
 /// What removing a group did: its name as stored, and how many users were in it.
@@ -55,6 +66,25 @@ impl Admin {
         Ok(GroupRemoved {
             name: group.name,
             members,
+        })
+    }
+
+    /// A user's groups (what `latchkey access check --user` judges with).
+    pub fn user_groups(&self, username: &Username) -> Result<UserGroups, AdminError> {
+        let conn = self.store.connection()?;
+        // One snapshot: the user and their memberships as of one moment.
+        let found = crate::store::snapshot(&conn, |conn| {
+            let Some(user) = users::find_by_folded_name(conn, username.folded())? else {
+                return Ok(None);
+            };
+            let groups = groups::names_of_user(conn, user.id)?;
+            Ok(Some((user, groups)))
+        })?;
+        let (user, groups) = found.ok_or_else(|| AdminError::NoSuchUser(username.to_string()))?;
+        Ok(UserGroups {
+            username: user.username,
+            disabled: user.disabled,
+            groups,
         })
     }
 
@@ -215,6 +245,37 @@ mod tests {
             .remove_member(&group("admins"), &user("bob"))
             .unwrap_err();
         assert_eq!(err.to_string(), "user \"bob\" is not in group \"admins\"");
+    }
+
+    #[test]
+    fn a_users_groups_come_sorted_with_the_name_as_stored() {
+        let (_dir, admin) = admin();
+        let conn = admin.store.connection().unwrap();
+        let new = users::NewUser {
+            username: "Alice",
+            username_folded: "alice",
+            password_hash: "x",
+            email: None,
+            display_name: None,
+            created_at: 1,
+        };
+        users::insert(&conn, &new).unwrap();
+        drop(conn);
+        for name in ["ops", "Admins"] {
+            admin.add_group(&group(name)).unwrap();
+            admin.add_member(&group(name), &user("alice")).unwrap();
+        }
+        let found = admin.user_groups(&user("ALICE")).unwrap();
+        assert_eq!(
+            found,
+            UserGroups {
+                username: "Alice".to_owned(),
+                disabled: false,
+                groups: vec!["Admins".to_owned(), "ops".to_owned()],
+            }
+        );
+        let err = admin.user_groups(&user("bob")).unwrap_err();
+        assert_eq!(err.to_string(), "no user \"bob\"");
     }
 
     #[test]

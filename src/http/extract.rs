@@ -80,6 +80,10 @@ pub struct ClientAddress {
     pub untrusted_forwarding: bool,
 }
 
+/// Built once: a header name given as text is parsed into a fresh
+/// allocation on every lookup.
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+
 /// Works out the client address from the TCP peer and `X-Forwarded-For`.
 ///
 /// SPEC: the peer, or, when the peer is a trusted proxy, the right-most
@@ -90,15 +94,18 @@ pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> ClientAddress {
     let peer = req
         .peer_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| canonical(a.ip()));
-    let forwarded: Vec<&str> = req
+    // Read from the right, across every header (a later header continues
+    // the list), without collecting: `/verify` asks on every request.
+    let mut forwarded = req
         .headers()
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.rsplit(','))
         .map(str::trim)
-        .collect();
+        .peekable();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if forwarded.is_empty() {
+    if forwarded.peek().is_none() {
         return ClientAddress {
             ip: peer,
             // A trusted proxy that names no client would otherwise be counted
@@ -114,7 +121,7 @@ pub fn client_address(req: &HttpRequest, trusted: &[IpNet]) -> ClientAddress {
             untrusted_forwarding: true,
         };
     }
-    for entry in forwarded.iter().rev() {
+    for entry in forwarded {
         match parse_forwarded_ip(entry) {
             Some(ip) if is_trusted(ip) => continue,
             Some(ip) => {
@@ -145,7 +152,7 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as plain IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

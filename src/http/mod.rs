@@ -16,6 +16,7 @@ mod introspect;
 mod login;
 mod logout;
 mod me;
+mod proxied;
 mod verify;
 
 use std::collections::HashSet;

@@ -5,19 +5,74 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::Guard;
 
 use super::error::ApiError;
-use super::AppState;
+use super::{proxied, AppState};
+use crate::access::{Decision, Outcome, ProxiedRequest, Subject, Why};
 use crate::auth::Identity;
 
-/// 200 with `Remote-*` identity headers, or 401, or (with `?rd=`) 302 to the login page.
+/// Judges the proxied request with the access rules: 200 with the
+/// `Remote-*` identity headers (or, for `bypass`, with them all empty), 401
+/// or (with `?rd=`) 302 to the login page, or 403.
+///
+/// The session is checked only when the decision needs one: `bypass` and
+/// `deny` answer without it. With no rules (the default) the rules cost a
+/// look at the path and nothing more.
 pub async fn verify(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let coordinates = match proxied::coordinates(&req, &state.trusted_proxies) {
+        Ok(coordinates) => coordinates,
+        Err(unreadable) => {
+            tracing::debug!("verify: 403, the request is refused: {unreadable}");
+            return Err(ApiError::Forbidden(REFUSED));
+        }
+    };
+    let request = ProxiedRequest {
+        host: coordinates.host,
+        path: coordinates.path,
+        method: coordinates.method,
+        ip: state.client_address(&req).ip,
+    };
+    let rules = state.access.current();
+    // Without a user first: up to the first rule naming subjects, the walk
+    // is the same for every user, and most requests end before one.
+    let anonymous = rules.decide(&request, None);
+    match anonymous.outcome {
+        Outcome::Bypass => return Ok(bypass_response()),
+        Outcome::Deny => return Err(denied(&anonymous)),
+        Outcome::NeedsLogin | Outcome::Allow => {}
+    }
+    // A rule names subjects: the same list judges again with the user, so
+    // a reload during the token check cannot mix two lists. Otherwise the
+    // list is let go before waiting.
+    let rules = match anonymous.why {
+        Why::SubjectsNeedLogin => Some(Guard::into_inner(rules)),
+        _ => {
+            drop(rules);
+            None
+        }
+    };
     if let Some((token, _)) = state.token(&req) {
         if let Some(identity) = state.auth.check_token(token).await? {
-            return Ok(identity_response(identity));
+            let Some(rules) = rules else {
+                return Ok(identity_response(identity));
+            };
+            let subject = Subject {
+                username: &identity.username,
+                groups: &identity.groups,
+            };
+            let decision = rules.decide(&request, Some(&subject));
+            return match decision.outcome {
+                Outcome::Allow => Ok(identity_response(identity)),
+                Outcome::Bypass => Ok(bypass_response()),
+                // Never the login page: the user is logged in, and would
+                // come straight back here.
+                Outcome::Deny => Err(denied(&decision)),
+                Outcome::NeedsLogin => Err(ApiError::Unauthorized),
+            };
         }
     }
     let login_url = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -38,6 +93,19 @@ pub async fn verify(
     Err(ApiError::Unauthorized)
 }
 
+const REFUSED: &str = "the request is refused: its path or forwarded headers are read \
+                       differently by different servers";
+const DENIED: &str = "the access rules deny this request";
+
+/// The 403 for a `deny` decision (a rule, the default, or a refused path).
+fn denied(decision: &Decision) -> ApiError {
+    tracing::debug!("verify: 403, {decision}");
+    ApiError::Forbidden(match decision.why {
+        Why::UnsafePath(_) => REFUSED,
+        _ => DENIED,
+    })
+}
+
 // Built once: a header name given as text is parsed and lowercased into a
 // fresh allocation on every request, and this answer is the hot path.
 const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
@@ -45,6 +113,25 @@ const REMOTE_USER_ID: HeaderName = HeaderName::from_static("remote-user-id");
 const REMOTE_EMAIL: HeaderName = HeaderName::from_static("remote-email");
 const REMOTE_NAME: HeaderName = HeaderName::from_static("remote-name");
 const REMOTE_GROUPS: HeaderName = HeaderName::from_static("remote-groups");
+
+/// `bypass`: 200 with every `Remote-*` header present and empty, so that a
+/// proxy copying them overwrites any a client sent.
+fn bypass_response() -> HttpResponse {
+    let mut response = HttpResponse::new(StatusCode::OK);
+    let headers = response.headers_mut();
+    let (name, value) = super::error::no_store();
+    headers.insert(name, value);
+    for name in [
+        REMOTE_USER,
+        REMOTE_USER_ID,
+        REMOTE_EMAIL,
+        REMOTE_NAME,
+        REMOTE_GROUPS,
+    ] {
+        headers.insert(name, HeaderValue::from_static(""));
+    }
+    response
+}
 
 fn identity_response(identity: Identity) -> HttpResponse {
     let mut response = HttpResponse::new(StatusCode::OK);

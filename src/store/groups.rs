@@ -146,6 +146,21 @@ pub fn remove_user_from_all(conn: &Connection, user_id: i64) -> Result<usize, St
         .execute([user_id])?)
 }
 
+/// One user's group names, in folded-name order (the order of
+/// `names_by_user` and `Remote-Groups`).
+pub fn names_of_user(conn: &Connection, user_id: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT g.name
+         FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
+         WHERE m.user_id = ?1
+         ORDER BY g.name_folded",
+    )?;
+    let names = stmt
+        .query_map([user_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
 /// Every user's group names, by user id, each list in folded-name order;
 /// users in no group are absent.
 pub fn names_by_user(conn: &Connection) -> Result<BTreeMap<i64, Vec<String>>, StoreError> {
@@ -264,6 +279,9 @@ mod tests {
         let by_user = names_by_user(&conn).unwrap();
         assert_eq!(by_user[&alice], ["admins", "beta", "Dev"]);
         assert_eq!(by_user[&bob], ["admins"]);
+        assert_eq!(names_of_user(&conn, alice).unwrap(), by_user[&alice]);
+        assert_eq!(names_of_user(&conn, bob).unwrap(), ["admins"]);
+        assert!(names_of_user(&conn, bob + 1).unwrap().is_empty());
 
         assert!(remove_member(&conn, admins, alice).unwrap());
         assert!(!remove_member(&conn, admins, alice).unwrap());

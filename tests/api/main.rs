@@ -17,6 +17,7 @@ mod login;
 mod logout;
 mod proxy;
 mod races;
+mod rules;
 mod secrets;
 mod sessions;
 mod verify;

@@ -223,3 +223,267 @@ async fn caddy_forward_auth_example_protects_an_app() {
     let (port, _proxy) = start_caddy_for_test(&caddy, &latchkey, &app);
     journey_through(port, &latchkey, &app).await;
 }
+
+/// The rule of the README's nginx walk-through (step 5), as written there:
+/// `/admin` on app.example.com for the group `admins` only.
+fn readme_rule() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let (_, step) = readme
+        .split_once("**Keep `/admin` to the admins**")
+        .expect("the README's rule step");
+    let (_, block) = step.split_once("```toml\n").expect("its TOML block");
+    let (block, _) = block.split_once("```").expect("the end of the block");
+    block
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("   ").unwrap_or(line)))
+        .collect()
+}
+
+/// Access rules for the app behind the proxy: the README's `/admin` rule,
+/// `/public` without a login, and no POST to `/api`.
+fn app_rules() -> String {
+    readme_rule()
+        + r#"
+[[access.rules]]
+paths = ["/public"]
+policy = "bypass"
+
+[[access.rules]]
+paths = ["/api"]
+methods = ["POST"]
+policy = "deny"
+"#
+}
+
+/// Every identity header, as a client would forge them.
+const FORGED: [(&str, &str); 5] = [
+    ("Remote-User", "mallory"),
+    ("Remote-User-Id", "0"),
+    ("Remote-Email", "mallory@evil.example"),
+    ("Remote-Name", "Mallory"),
+    ("Remote-Groups", "admins"),
+];
+
+/// `method url` through the proxy, with the `Remote-*` headers forged and
+/// the bearer `token` when given.
+async fn forged_request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client.request(method, url);
+    for (name, value) in FORGED {
+        request = request.header(name, value);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// What the app answered: its echo of the request it received.
+async fn app_saw(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+    response.json().await.expect("the app's echo")
+}
+
+/// The identity headers as the app received them; none forged may pass.
+fn assert_identity_seen(seen: &Value, user: Option<&str>, groups: Option<&str>) {
+    // Absent, not empty: the examples drop the empty headers of a bypass.
+    let absent = |field: &str| assert!(seen[field].is_null(), "{field} reached the app: {seen}");
+    match user {
+        Some(user) => assert_eq!(seen["remote_user"], user, "{seen}"),
+        None => {
+            for field in [
+                "remote_user",
+                "remote_user_id",
+                "remote_email",
+                "remote_name",
+            ] {
+                absent(field);
+            }
+        }
+    }
+    match groups {
+        Some(groups) => assert_eq!(seen["remote_groups"], groups, "{seen}"),
+        None => absent("remote_groups"),
+    }
+    let text = seen.to_string();
+    assert!(
+        !text.contains("mallory") && !text.contains("Mallory"),
+        "{text}"
+    );
+}
+
+/// The rules of [`app_rules`], through a proxy on `port`.
+async fn rules_through(port: u16, latchkey: &TestApp, app: &EchoApp) {
+    use reqwest::Method;
+    latchkey.add_user("alice", PASSWORD);
+    latchkey.add_user("bob", PASSWORD);
+    latchkey.add_to_group("admins", "alice");
+    let client = client_for(port);
+    let url = |path: &str| format!("http://app.example.com:{port}{path}");
+    let token = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let body: Value = client
+                .post(format!("http://auth.example.com:{port}/login"))
+                .json(&serde_json::json!({ "username": name, "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let alice = token("alice").await;
+    let bob = token("bob").await;
+
+    // /admin: alice (admins) in, with her real groups; bob refused, whatever
+    // groups he claims; anonymous sent to log in.
+    let response = forged_request(&client, Method::GET, &url("/admin/panel"), Some(&alice)).await;
+    let seen = app_saw(response).await;
+    assert_eq!(seen["path"], "/admin/panel");
+    assert_identity_seen(&seen, Some("alice"), Some("admins"));
+    let response = forged_request(&client, Method::GET, &url("/admin/panel"), Some(&bob)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = forged_request(&client, Method::GET, &url("/admin"), None).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(response.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("http://auth.example.com:{port}/login?rd=")));
+
+    // A client describing another request in the headers the rules read
+    // is not believed: the proxy says what the request is.
+    let disguised = client
+        .get(url("/admin/panel"))
+        .bearer_auth(&bob)
+        .header("X-Forwarded-Uri", "/public")
+        .header("X-Forwarded-Host", "elsewhere.example.net")
+        .header("X-Original-URL", "http://app.example.com/public")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disguised.status(), StatusCode::FORBIDDEN);
+    // Nor by naming another host in Host than in the request line.
+    let raw = Api::new(format!("http://127.0.0.1:{port}"))
+        .raw(
+            format!(
+                "GET http://app.example.com:{port}/admin/panel HTTP/1.1\r\n\
+                 Host: elsewhere.example.net\r\nAuthorization: Bearer {bob}\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .into_bytes(),
+        )
+        .await;
+    assert_eq!(raw.status, 403, "{}", raw.head);
+
+    // /public: no login page, and no identity at all reaches the app, not
+    // even a logged-in user's, and never a forged one.
+    for who in [None, Some(alice.as_str())] {
+        let response = forged_request(&client, Method::GET, &url("/public/page?x=1"), who).await;
+        let seen = app_saw(response).await;
+        assert_eq!(seen["path"], "/public/page?x=1");
+        assert_identity_seen(&seen, None, None);
+    }
+    // Elsewhere, a user's own identity replaces the forged one.
+    let response = forged_request(&client, Method::GET, &url("/reports"), Some(&bob)).await;
+    assert_identity_seen(&app_saw(response).await, Some("bob"), None);
+
+    // The POST-only rule: the method is the client's, not the check's GET.
+    let response = forged_request(&client, Method::GET, &url("/api/items"), Some(&bob)).await;
+    assert_eq!(app_saw(response).await["method"], "GET");
+    for token in [&bob, &alice] {
+        let response = forged_request(&client, Method::POST, &url("/api/items"), Some(token)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    let response = forged_request(&client, Method::PUT, &url("/api/items"), Some(&bob)).await;
+    assert_eq!(app_saw(response).await["method"], "PUT");
+
+    let users = app.seen_users.lock().unwrap().clone();
+    assert!(
+        users.iter().all(|u| u == "alice" || u == "bob"),
+        "app saw {users:?}"
+    );
+}
+
+#[tokio::test]
+async fn nginx_example_applies_the_access_rules() {
+    let Some(nginx) = installed("nginx") else {
+        return;
+    };
+    let latchkey = spawn_latchkey_for_proxy_with_rules(&app_rules()).await;
+    let app = spawn_echo_app();
+    let (port, _proxy) = start_nginx_for_test(&nginx, &latchkey, &app);
+    rules_through(port, &latchkey, &app).await;
+}
+
+#[tokio::test]
+async fn caddy_example_applies_the_access_rules() {
+    let Some(caddy) = installed("caddy") else {
+        return;
+    };
+    let latchkey = spawn_latchkey_for_proxy_with_rules(&app_rules()).await;
+    let app = spawn_echo_app();
+    let (port, _proxy) = start_caddy_for_test(&caddy, &latchkey, &app);
+    rules_through(port, &latchkey, &app).await;
+}
+
+#[test]
+fn traefik_example_sends_the_check_what_the_rules_read() {
+    let config = traefik_dynamic_config();
+    let http = &config["http"];
+    let auth = &http["middlewares"]["latchkey-auth"]["forwardAuth"];
+    let address = auth["address"].as_str().expect("forwardAuth.address");
+    assert!(
+        address.starts_with("http://127.0.0.1:8080/verify?rd=https://auth.example.com/login"),
+        "{address}"
+    );
+    // false: Traefik writes X-Forwarded-Method, -Host, -Uri and -For from
+    // the request itself, replacing any a client sent, and the rules read
+    // those. true would pass a client's own through.
+    assert_eq!(auth["trustForwardHeader"], false, "{auth}");
+    // Traefik forwards every request header unless this list names some:
+    // then the token's must be among them.
+    if let Some(forwarded) = auth.get("authRequestHeaders") {
+        for needed in ["Authorization", "Cookie"] {
+            assert!(
+                forwarded.as_array().unwrap().iter().any(|h| h == needed),
+                "{forwarded}"
+            );
+        }
+    }
+    let copied: Vec<&str> = auth["authResponseHeaders"]
+        .as_array()
+        .expect("authResponseHeaders")
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    for header in [
+        "Remote-User",
+        "Remote-User-Id",
+        "Remote-Email",
+        "Remote-Name",
+        "Remote-Groups",
+    ] {
+        assert!(copied.contains(&header), "{header} not copied: {copied:?}");
+    }
+    let routers = &http["routers"];
+    assert_eq!(routers["app"]["rule"], "Host(`app.example.com`)");
+    assert_eq!(
+        routers["app"]["middlewares"],
+        serde_json::json!(["latchkey-auth"])
+    );
+    // latchkey's own host behind its own check would need a login to log in.
+    assert_eq!(routers["latchkey"]["rule"], "Host(`auth.example.com`)");
+    assert!(routers["latchkey"].get("middlewares").is_none());
+    assert_eq!(
+        http["services"]["latchkey"]["loadBalancer"]["servers"][0]["url"],
+        "http://127.0.0.1:8080"
+    );
+}

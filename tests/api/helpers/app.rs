@@ -114,6 +114,20 @@ impl Api {
         self.get_bearer("/verify", token).await
     }
 
+    /// `GET /verify` as a proxy asks it: the proxied request described in
+    /// `headers` (`X-Forwarded-Uri`, `X-Original-URL`, …), with the user's
+    /// bearer token when there is one.
+    pub async fn verify_proxied(&self, token: Option<&str>, headers: &[(&str, &str)]) -> Response {
+        let mut request = self.client.get(self.url("/verify"));
+        for &(name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
     /// `POST /introspect` with a form body `token=<token>`.
     pub async fn introspect(&self, token: &str) -> Response {
         self.client
@@ -238,8 +252,25 @@ pub async fn spawn_app() -> TestApp {
 /// Test defaults: own temp database, one worker, cheap argon2, cookies
 /// without `Secure` (tests speak plain HTTP). Everything else is SPEC default.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(Config::default(), adjust).await
+}
+
+/// Starts a server on the configuration file text `toml` (every section it
+/// holds, read as `latchkey --config` would read it), with the test
+/// defaults of [`spawn_app_with`] for the database, workers, argon2 and
+/// cookies.
+pub async fn spawn_app_from_toml(toml: &str) -> TestApp {
+    let config = Config::from_sources(
+        Some(toml),
+        std::path::Path::new("test.toml"),
+        std::iter::empty(),
+    )
+    .unwrap_or_else(|e| panic!("the test config does not load: {e}\n{toml}"));
+    spawn_app_on(config, |_| {}).await
+}
+
+async fn spawn_app_on(mut config: Config, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::default();
     config.database.path = dir.path().join("latchkey.db");
     config.server.workers = 1;
     config.password = cheap_passwords();
@@ -307,6 +338,32 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     assert_eq!(body["error"], code, "body {body}");
     assert!(body["error_description"].is_string(), "body {body}");
     body
+}
+
+/// Asserts a `/verify` answer of a `bypass` rule: 200, and every
+/// `Remote-*` header present once and empty (whatever the request claimed).
+pub fn assert_bypass(response: &Response) {
+    assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+    for name in [
+        "remote-user",
+        "remote-user-id",
+        "remote-email",
+        "remote-name",
+        "remote-groups",
+    ] {
+        let values: Vec<_> = response.headers().get_all(name).iter().collect();
+        assert_eq!(values, [""], "{name} in {response:?}");
+    }
+}
+
+/// Asserts a `/verify` 403 `forbidden`: never a redirect, never an identity.
+pub async fn assert_forbidden(response: Response) {
+    assert!(response.headers().get("location").is_none(), "{response:?}");
+    assert!(
+        response.headers().get("remote-user").is_none(),
+        "{response:?}"
+    );
+    assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
 /// The value of header `name` of a response, as text (panics if absent).

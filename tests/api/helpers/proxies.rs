@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use latchkey::config::AccessConfig;
 
 use super::app::{spawn_app_with, TestApp};
 use super::process::ChildGuard;
@@ -61,6 +62,7 @@ async fn echo(req: HttpRequest, seen: web::Data<Mutex<Vec<String>>>) -> HttpResp
         seen.lock().unwrap().push(user);
     }
     HttpResponse::Ok().json(serde_json::json!({
+        "method": req.method().as_str(),
         "path": req.uri().to_string(),
         "remote_user": header("remote-user"),
         "remote_user_id": header("remote-user-id"),
@@ -253,10 +255,20 @@ fn start_caddy(caddy: &Path, port: u16, latchkey: &str, app: SocketAddr) -> Prox
 /// latchkey configured as `examples/latchkey.toml` says for a proxy on
 /// loopback, but over plain HTTP.
 pub async fn spawn_latchkey_for_proxy() -> TestApp {
+    spawn_latchkey_for_proxy_with_rules("").await
+}
+
+/// [`spawn_latchkey_for_proxy`] with the access rules in `toml` (an
+/// `[access]` section and `[[access.rules]]`, as a config file holds them).
+pub async fn spawn_latchkey_for_proxy_with_rules(toml: &str) -> TestApp {
+    let access =
+        AccessConfig::from_sources(Some(toml), Path::new("rules.toml"), std::iter::empty())
+            .unwrap_or_else(|e| panic!("the test rules do not load: {e}"));
     spawn_app_with(|config| {
         config.session.cookie_domain = ".example.com".into();
         config.session.cookie_secure = false;
         config.server.trusted_proxies = vec![latchkey::config::IpNet::parse("127.0.0.1").unwrap()];
+        config.access = access;
     })
     .await
 }
@@ -281,4 +293,117 @@ pub fn start_caddy_for_test(
 ) -> (u16, ProxyProcess) {
     let port = free_port();
     (port, start_caddy(caddy, port, &latchkey.host(), app.addr))
+}
+
+/// `examples/traefik/dynamic.yml` as a JSON value (no Traefik binary runs
+/// in the tests; this is what they check the example's shape on).
+pub fn traefik_dynamic_config() -> serde_json::Value {
+    read_simple_yaml(&example("traefik/dynamic.yml"))
+}
+
+/// The subset of YAML the Traefik example is written in: block maps and
+/// lists (a list item may open a map), `[a, b]` flow lists, `{}`, plain and
+/// double-quoted scalars, `true`/`false`, comments. Anything else panics,
+/// so a change to the example this reader cannot follow fails the test
+/// rather than passing it unread.
+pub fn read_simple_yaml(text: &str) -> serde_json::Value {
+    let mut lines: Vec<(usize, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let line = without_comment(line).trim_end();
+            let content = line.trim_start();
+            (!content.is_empty()).then(|| (line.len() - content.len(), content))
+        })
+        .collect();
+    assert!(lines.iter().all(|(_, l)| !l.contains('\t')), "tabs in YAML");
+    let mut at = 0;
+    let indent = lines.first().map_or(0, |l| l.0);
+    let value = yaml_block(&mut lines, &mut at, indent);
+    assert_eq!(at, lines.len(), "YAML not read from {:?} on", lines.get(at));
+    value
+}
+
+fn without_comment(line: &str) -> &str {
+    let mut quoted = false;
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted && previous.is_whitespace() => return &line[..i],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+fn yaml_block(lines: &mut Vec<(usize, &str)>, at: &mut usize, indent: usize) -> serde_json::Value {
+    if lines[*at].1.starts_with("- ") {
+        let mut items = Vec::new();
+        while *at < lines.len() && lines[*at].0 == indent && lines[*at].1.starts_with("- ") {
+            let item = &lines[*at].1[2..];
+            if item.contains(": ") || item.ends_with(':') {
+                // "- key: value" opens a map two columns in.
+                lines[*at] = (indent + 2, item);
+                items.push(yaml_block(lines, at, indent + 2));
+            } else {
+                items.push(yaml_scalar(item));
+                *at += 1;
+            }
+        }
+        return serde_json::Value::Array(items);
+    }
+    let mut map = serde_json::Map::new();
+    while *at < lines.len() && lines[*at].0 == indent && !lines[*at].1.starts_with("- ") {
+        let (key, rest) = lines[*at]
+            .1
+            .split_once(':')
+            .unwrap_or_else(|| panic!("not `key: value`: {:?}", lines[*at]));
+        *at += 1;
+        let value = if rest.trim().is_empty() {
+            let child = lines
+                .get(*at)
+                .map(|l| l.0)
+                .filter(|&child| child > indent)
+                .unwrap_or_else(|| panic!("nothing under {key:?}"));
+            yaml_block(lines, at, child)
+        } else {
+            yaml_scalar(rest.trim())
+        };
+        assert!(
+            map.insert(key.trim().to_owned(), value).is_none(),
+            "{key:?} twice"
+        );
+    }
+    assert!(
+        *at == lines.len() || lines[*at].0 < indent,
+        "unexpected indentation at {:?}",
+        lines[*at]
+    );
+    serde_json::Value::Object(map)
+}
+
+fn yaml_scalar(text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(inner) = text.strip_prefix('"') {
+        let inner = inner.strip_suffix('"').expect("a closing quote");
+        assert!(!inner.contains(['\\', '"']), "escapes in {text:?}");
+        return Value::String(inner.to_owned());
+    }
+    if let Some(inner) = text.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').expect("a closing bracket");
+        return Value::Array(inner.split(',').map(|i| yaml_scalar(i.trim())).collect());
+    }
+    match text {
+        "{}" => Value::Object(serde_json::Map::new()),
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => {
+            assert!(
+                !text.starts_with(['{', '\'', '&', '*', '!', '|', '>']),
+                "YAML this reader does not follow: {text:?}"
+            );
+            Value::String(text.to_owned())
+        }
+    }
 }

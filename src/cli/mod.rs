@@ -1,0 +1,230 @@
+//! The command line: `serve` and the admin commands over the same database.
+//!
+//! Each admin command parses its arguments into validated input, calls one
+//! [`Admin`] use case and prints the answer; the rules live in `auth`. The
+//! commands are safe while the server runs (WAL, busy timeout, immediate
+//! transactions). Errors carry context and are printed by `main` on one line.
+//!
+//! Here: the clap types and the dispatch. One file per command family:
+//! `users` (user, session), `clients`, `groups`, `access`; `table` prints.
+
+mod access;
+mod clients;
+mod groups;
+mod table;
+mod users;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::admin::{Admin, AdminError};
+use crate::auth::input::Username;
+use crate::config::Config;
+use crate::store::Store;
+
+pub use table::format_utc;
+
+/// latchkey: users and sessions in one SQLite file, forward auth and token
+/// introspection for reverse proxies.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: ./config.toml, optional]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default)
+    Serve,
+    /// Manage users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage sessions
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Manage introspection clients
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage groups and their members
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Ask the access rules
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Write a consistent copy of the database to FILE, even while serving
+    Backup {
+        /// Where to write the copy (replaced atomically if it exists)
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user
+    Add {
+        name: String,
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        #[arg(long, value_name = "N")]
+        display_name: Option<String>,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Set a user's password (and end their sessions)
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List users
+    List,
+    /// Stop a user from logging in (and end their sessions)
+    Disable { name: String },
+    /// Allow a disabled user to log in again
+    Enable { name: String },
+    /// Delete a user and their sessions
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordSource {
+    /// Read the password from the first line of standard input instead of prompting
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List valid sessions
+    List {
+        /// Only this user's sessions
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// End every session of a user
+    Revoke {
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Delete expired sessions now
+    Purge,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its secret (shown only once)
+    Add { id: String },
+    /// List clients
+    List,
+    /// Remove a client
+    Remove {
+        id: String,
+        /// Remove it even if it is the last one, which opens /introspect to anyone
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group
+    Add { name: String },
+    /// Delete a group (its members lose it; the users stay)
+    Remove { name: String },
+    /// List groups with their member counts
+    List,
+    /// List the users in a group
+    Members { name: String },
+    /// Put a user in a group
+    AddMember { group: String, user: String },
+    /// Take a user out of a group
+    RemoveMember { group: String, user: String },
+}
+
+/// `latchkey access …`: questions to the access rules.
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Show what /verify decides for URL and which rule decides it
+    Check {
+        /// The URL as the client asked for it, e.g. https://app.example.com/admin
+        url: String,
+        /// The request's method
+        #[arg(long, value_name = "M", default_value = "GET")]
+        method: String,
+        /// The client address [default: unknown, matched only by 0.0.0.0/0]
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<IpAddr>,
+        /// Judge it for this user, with their groups from the database
+        /// [default: without a session]
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+}
+
+/// Loads the configuration named on the command line, or `./config.toml` if present.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let (path, required) = config_source(path);
+    Ok(Config::load(&path, required)?)
+}
+
+/// The config file to read for `--config` (given or not), and whether it
+/// must exist: a named file must, the default `./config.toml` need not.
+pub fn config_source(path: Option<&Path>) -> (PathBuf, bool) {
+    match path {
+        Some(path) => (path.to_owned(), true),
+        None => (PathBuf::from("config.toml"), false),
+    }
+}
+
+/// Runs an admin command (everything but `serve`).
+pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => bail!("`serve` is not an admin command"),
+        // The rules alone: no database needed until users are looked up.
+        Command::Access(cmd) => access::access(cmd, config),
+        Command::User(cmd) => users::user(cmd, &open_admin(config)?),
+        Command::Session(cmd) => users::session(cmd, &open_admin(config)?),
+        Command::Client(cmd) => clients::client(cmd, &open_admin(config)?),
+        Command::Group(cmd) => groups::group(cmd, &open_admin(config)?),
+        Command::Backup { file } => {
+            open_admin(config)?.backup(&file)?;
+            println!("Backed up the database to {}.", file.display());
+            Ok(())
+        }
+    }
+}
+
+/// The admin use cases over the configured database (created and migrated
+/// as needed). One connection: the CLI does one thing at a time.
+fn open_admin(config: &Config) -> anyhow::Result<Admin> {
+    let store = Store::open(&config.database.path, 1)?;
+    Ok(Admin::new(store, &config.password)?)
+}
+
+/// On a database without users, creates `admin` and prints its password once.
+pub fn create_initial_admin(config: &Config) -> anyhow::Result<()> {
+    if let Some(password) = open_admin(config)?.create_initial_admin()? {
+        // Printed, never logged: this is the only copy of the password.
+        println!(
+            "Created user \"admin\" with password: {}\n\
+             It is shown only this once; change it with `latchkey user passwd admin`.",
+            password.expose()
+        );
+        std::io::stdout().flush().ok();
+    }
+    Ok(())
+}
+
+/// The name of a user to look up: one that no user can have is simply not found.
+fn existing_username(name: &str) -> anyhow::Result<Username> {
+    Username::parse(name).map_err(|_| AdminError::NoSuchUser(name.to_owned()).into())
+}
