@@ -12,6 +12,8 @@ use crate::config::{AccessConfig, IpNet, Policy, RuleConfig, SubjectPattern};
 pub struct Rules {
     pub(super) rules: Box<[Rule]>,
     pub(super) default_policy: Policy,
+    /// Some rule states `networks` (see [`Rules::use_networks`]).
+    use_networks: bool,
 }
 
 /// A criterion a rule states; the one named when a rule does not apply.
@@ -73,6 +75,7 @@ impl Rules {
         Rules {
             rules: config.rules.iter().map(Rule::compile).collect(),
             default_policy: config.default_policy,
+            use_networks: config.rules.iter().any(|rule| rule.networks.is_some()),
         }
     }
 
@@ -89,6 +92,12 @@ impl Rules {
     /// The policy used when no rule applies.
     pub fn default_policy(&self) -> Policy {
         self.default_policy
+    }
+
+    /// True when some rule states `networks`: only then does a decision
+    /// depend on the client address, which `/verify` then resolves.
+    pub fn use_networks(&self) -> bool {
+        self.use_networks
     }
 }
 

@@ -114,12 +114,21 @@ fn text<'r>(req: &'r HttpRequest, name: &HeaderName) -> Result<Option<&'r str>, 
     }
 }
 
-/// [`text`] for a header that must be sent at most once.
+/// [`text`] for a header that must be sent at most once (one lookup: this
+/// runs for four headers on every `/verify`).
 fn single<'r>(req: &'r HttpRequest, name: &HeaderName) -> Result<Option<&'r str>, Unreadable> {
-    if req.headers().get_all(name).len() > 1 {
+    let mut values = req.headers().get_all(name);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
         return Err(Unreadable::Repeated(name.clone()));
     }
-    text(req, name)
+    let value = value
+        .to_str()
+        .map_err(|_| Unreadable::NotAscii(name.clone()))?
+        .trim();
+    Ok((!value.is_empty()).then_some(value))
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! `/verify`: forward auth for nginx `auth_request`, Traefik `ForwardAuth`
 //! and Caddy `forward_auth`.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
@@ -30,13 +32,19 @@ pub async fn verify(
             return Err(ApiError::Forbidden(REFUSED));
         }
     };
+    let rules = state.access.current();
     let request = ProxiedRequest {
         host: coordinates.host,
         path: coordinates.path,
         method: coordinates.method,
-        ip: state.client_address(&req).ip,
+        // Resolved only for rules that look at it: the forwarded-for chain
+        // is walked per request otherwise for nothing.
+        ip: if rules.use_networks() {
+            state.client_address(&req).ip
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        },
     };
-    let rules = state.access.current();
     // Without a user first: up to the first rule naming subjects, the walk
     // is the same for every user, and most requests end before one.
     let anonymous = rules.decide(&request, None);
