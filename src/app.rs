@@ -63,6 +63,8 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(http::body::RejectOversized)
             .wrap(ErrorHandlers::new().default_handler(http::error::json_errors))
+            // Outermost, so that lines logged by the layers above carry it.
+            .wrap(http::request_id::RequestIds)
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })

@@ -7,6 +7,7 @@
 
 mod access;
 mod env;
+mod log;
 mod values;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub use access::{
     AccessConfig, DomainPattern, Method, PathPrefix, Policy, RuleConfig, SubjectPattern,
 };
 pub use env::DEFAULTS_TOML;
+pub use log::{LogConfig, LogFormat, LogLevel};
 use values::{duration, is_cookie_name_byte};
 pub use values::{is_host_name, parse_duration, IpNet};
 
@@ -35,6 +37,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub login: LoginConfig,
     pub access: AccessConfig,
+    pub log: LogConfig,
 }
 
 /// `[server]`: where to listen and whom to believe about client addresses.
@@ -432,6 +435,10 @@ mod tests {
                 "login.default_redirect",
             ),
             ("[password]\nmemory_kib = 1\n", "password"),
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
+            ("[log]\nlevel = \"INFO\"\n", "log.level"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[log]\ncolour = true\n", "log.colour"),
         ];
         for (file, key) in cases {
             let err = load(Some(file), &[]).unwrap_err().to_string();
@@ -442,6 +449,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("LATCHKEY_DATABASE__POOL_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn log_settings_come_from_the_file_and_the_environment() {
+        let file = "[log]\nlevel = \"debug\"\n";
+        let config = load(Some(file), &[("LATCHKEY_LOG__FORMAT", "json")]).unwrap();
+        assert_eq!(config.log.level, LogLevel::Debug);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(load(None, &[]).unwrap().log, LogConfig::default());
+        let err = load(None, &[("LATCHKEY_LOG__LEVEL", "loud")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level") && err.contains("loud"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod fuzz;
 mod introspect;
 mod login;
 mod logout;
+mod logs;
 mod proxy;
 mod races;
 mod secrets;
