@@ -43,11 +43,15 @@ fn serve(config: Config, config_flag: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     actix_web::rt::System::new().block_on(async move {
-        #[allow(unused_mut)] // Only unix reloads.
+        #[allow(unused_mut)] // Only unix reloads and stops on signals.
         let mut app = latchkey::build(&config, listener)?;
         #[cfg(unix)]
-        app.reload_access_rules_on_sighup(config_path, required)
-            .context("cannot listen for SIGHUP")?;
+        {
+            app.reload_access_rules_on_sighup(config_path, required)
+                .context("cannot listen for SIGHUP")?;
+            app.stop_on_signals()
+                .context("cannot listen for SIGTERM and SIGINT")?;
+        }
         tracing::info!("latchkey listening on http://{}", app.local_addr());
         app.run().await.context("server failed")
     })

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR ranges.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a stop (`SIGTERM`, `SIGINT`) waits for requests in flight.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 /// `[database]`: the SQLite file and the size of its connection pool.
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
             trusted_proxies: Vec::new(),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -435,6 +439,10 @@ mod tests {
                 "login.default_redirect",
             ),
             ("[password]\nmemory_kib = 1\n", "password"),
+            (
+                "[server]\nshutdown_timeout = \"10\"\n",
+                "server.shutdown_timeout",
+            ),
             ("[log]\nlevel = \"verbose\"\n", "log.level"),
             ("[log]\nlevel = \"INFO\"\n", "log.level"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
@@ -462,6 +470,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn the_shutdown_timeout_is_a_duration_zero_included() {
+        let config = load(Some("[server]\nshutdown_timeout = \"30s\"\n"), &[]).unwrap();
+        assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+        let config = load(None, &[("LATCHKEY_SERVER__SHUTDOWN_TIMEOUT", "0s")]).unwrap();
+        assert_eq!(config.server.shutdown_timeout, Duration::ZERO);
+        assert_eq!(
+            load(None, &[]).unwrap().server.shutdown_timeout,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

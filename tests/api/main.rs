@@ -20,4 +20,6 @@ mod proxy;
 mod races;
 mod secrets;
 mod sessions;
+#[cfg(target_os = "linux")] // Signals are sent with rustix.
+mod shutdown;
 mod verify;

@@ -372,6 +372,40 @@ impl Server {
     pub fn stop(mut self) -> (Vec<String>, Vec<String>) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
+        self.drain()
+    }
+
+    /// Sends `signal` to the server, as `kill -SIG` would.
+    #[cfg(target_os = "linux")]
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real process id");
+        rustix::process::kill_process(pid, signal).expect("send the signal");
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the server to exit on its own;
+    /// returns its exit status and everything it wrote: (stdout, stderr).
+    pub fn wait_for_exit(mut self) -> (i32, Vec<String>, Vec<String>) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait for latchkey") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the server did not exit within {DEADLINE:?}; stderr {:#?}",
+                self.stderr
+            );
+            let _ = self.receive(Duration::from_millis(10));
+        };
+        let (stdout, stderr) = self.drain();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal ({status}); stderr {stderr:#?}"));
+        (code, stdout, stderr)
+    }
+
+    /// Once the process is gone: every line it wrote, (stdout, stderr).
+    fn drain(&mut self) -> (Vec<String>, Vec<String>) {
         let started = Instant::now();
         // The readers end at EOF, which closes the channel.
         while started.elapsed() < DEADLINE {
