@@ -16,6 +16,7 @@ mod introspect;
 mod login;
 mod logout;
 mod logs;
+mod packaging;
 mod proxy;
 mod races;
 mod secrets;
