@@ -16,6 +16,10 @@ use crate::store::{clients, Store, StoreError};
 
 /// How often expired sessions are deleted from the file.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long, once the server has stopped, closing the database waits for
+/// the workers to let go of it: they do within milliseconds, unless a
+/// request cut off by `server.shutdown_timeout` still holds it.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +37,14 @@ pub struct App {
     server: Server,
     local_addr: SocketAddr,
     auth: Auth,
+    /// Closed last, once the server has stopped.
+    store: Store,
     access: SharedRules,
+    shutdown_timeout: Duration,
     /// The `SIGHUP` listener, when one was started.
     reloader: Option<tokio::task::JoinHandle<()>>,
+    /// The `SIGTERM`/`SIGINT`/`SIGQUIT` listener, when one was started.
+    stopper: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the database, starts the hashing threads and binds the routes to
@@ -48,7 +57,8 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
              Add one with `latchkey client add <id>`."
         );
     }
-    let auth = Auth::new(config, store)?;
+    let readers = store.reader_closer();
+    let auth = Auth::new(config, store.clone())?;
     let state = web::Data::new(AppState::new(config, auth.clone()));
     let access = state.access.clone();
     tracing::info!(
@@ -57,26 +67,37 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         config.access.default_policy
     );
     let local_addr = listener.local_addr()?;
+    let shutdown_timeout = config.server.shutdown_timeout;
     let server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(state.clone())
+            // Dropped on the worker's thread when the worker stops.
+            .app_data(readers.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(http::body::RejectOversized)
             .wrap(ErrorHandlers::new().default_handler(http::error::json_errors))
+            // Outermost, so that lines logged by the layers above carry it.
+            .wrap(http::request_id::RequestIds)
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })
     .workers(config.worker_count())
-    // A proxy retries; a shutdown need not wait long for stragglers.
-    .shutdown_timeout(5)
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    // `serve` handles the signals itself (App::stop_on_signals): actix's
+    // handlers would stop at once on SIGINT, and tests in this process
+    // must not have their signals taken.
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(App {
         server,
         local_addr,
         auth,
+        store,
         access,
+        shutdown_timeout,
         reloader: None,
+        stopper: None,
     })
 }
 
@@ -124,27 +145,103 @@ impl App {
         Ok(())
     }
 
-    /// Serves until stopped (by the handle, SIGINT or SIGTERM), purging
-    /// expired sessions in the background.
+    /// From now on, `SIGTERM` and `SIGINT` stop the server gracefully: no
+    /// new connection is accepted, requests in flight get up to
+    /// `server.shutdown_timeout` to finish, then [`App::run`] closes the
+    /// database and returns. Later ones are ignored (the wait is bounded).
+    /// `SIGQUIT` exits at once, also during that wait: what was answered
+    /// is on disk, and SQLite folds the rest of its WAL in at the next
+    /// start. Call it before announcing that the server is ready.
+    #[cfg(unix)]
+    pub fn stop_on_signals(&mut self) -> std::io::Result<()> {
+        use std::task::Poll;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terms = signal(SignalKind::terminate())?;
+        let mut interrupts = signal(SignalKind::interrupt())?;
+        let mut quits = signal(SignalKind::quit())?;
+        let (handle, timeout) = (self.server.handle(), self.shutdown_timeout);
+        self.stopper = Some(tokio::spawn(async move {
+            let mut stopping = false;
+            loop {
+                let name = std::future::poll_fn(|cx| {
+                    for (name, signals) in [
+                        ("SIGTERM", &mut terms),
+                        ("SIGINT", &mut interrupts),
+                        ("SIGQUIT", &mut quits),
+                    ] {
+                        if signals.poll_recv(cx).is_ready() {
+                            return Poll::Ready(name);
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if name == "SIGQUIT" {
+                    tracing::warn!(
+                        "SIGQUIT received; exiting without waiting for requests in flight"
+                    );
+                    std::process::exit(0);
+                }
+                if stopping {
+                    tracing::info!("{name} received; already stopping");
+                    continue;
+                }
+                stopping = true;
+                tracing::info!(
+                    "{name} received; no new connections, waiting up to {}s for requests in flight",
+                    timeout.as_secs()
+                );
+                // Sent at once; the server future (App::run) does the rest.
+                drop(handle.stop(true));
+            }
+        }));
+        Ok(())
+    }
+
+    /// Serves until stopped (by the handle or, after
+    /// [`App::stop_on_signals`], a signal), purging expired sessions in the
+    /// background; then stops the background tasks and closes the database.
     pub async fn run(self) -> std::io::Result<()> {
-        let purge = tokio::spawn(purge_expired_sessions(self.auth));
+        let (stop_purging, stop) = tokio::sync::oneshot::channel();
+        let purge = tokio::spawn(purge_expired_sessions(self.auth.clone(), stop));
         let result = self.server.await;
-        purge.abort();
-        if let Some(reloader) = self.reloader {
-            reloader.abort();
+        // No request runs any more (or shutdown_timeout cut it off). A
+        // purge under way finishes; the listeners hold no database handle.
+        drop(stop_purging);
+        if let Err(e) = purge.await {
+            tracing::warn!(error = %e, "the session purge did not stop cleanly");
+        }
+        for task in [self.reloader, self.stopper].into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
+        }
+        drop(self.auth);
+        match self.store.close(CLOSE_WAIT).await {
+            Ok(true) => tracing::info!("database closed"),
+            Ok(false) => tracing::info!(
+                "database closed while requests cut off by the shutdown timeout still held \
+                 it; SQLite keeps its -wal and -shm files until the next start"
+            ),
+            Err(e) => tracing::warn!(error = %e, "closing the database failed"),
         }
         result
     }
 }
 
-async fn purge_expired_sessions(auth: Auth) {
-    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+/// Deletes expired sessions now and every [`PURGE_INTERVAL`], until `stop`
+/// is sent or dropped (a purge under way finishes first).
+async fn purge_expired_sessions(auth: Auth, mut stop: tokio::sync::oneshot::Receiver<()>) {
     loop {
-        interval.tick().await;
         match auth.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(sessions = n, "purged expired sessions"),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+        if tokio::time::timeout(PURGE_INTERVAL, &mut stop)
+            .await
+            .is_ok()
+        {
+            return;
         }
     }
 }

@@ -3,6 +3,7 @@
 //! The crate is layered; each layer depends only on those above it:
 //!
 //! - [`config`]: the SPEC's configuration keys, defaults and layering.
+//! - [`ops`]: operations: the log's level and line format, request ids.
 //! - [`store`]: SQLite, synchronous; the only module that knows SQL.
 //! - [`auth`]: the rules (login, sessions, sliding expiry, limits, hashing).
 //! - [`access`]: the access rules, compiled from `config`; no HTTP, no store.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ops;
 pub mod store;
 
 pub use app::{build, App, StartError};

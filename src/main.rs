@@ -13,7 +13,6 @@ use latchkey::Config;
 fn main() -> ExitCode {
     // Usage errors exit here with status 2; --help and --version with 0.
     let cli = Cli::parse();
-    init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -25,6 +24,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli::load_config(cli.config.as_deref())?;
+    // Only now: `[log]` says how. Nothing is logged before the config loads
+    // (a config error is the one `error:` line main prints).
+    latchkey::ops::logging::init(&config.log, std::env::var("RUST_LOG").ok().as_deref());
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config, cli.config),
         admin => cli::run_admin(admin, &config),
@@ -41,25 +43,16 @@ fn serve(config: Config, config_flag: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     actix_web::rt::System::new().block_on(async move {
-        #[allow(unused_mut)] // Only unix reloads.
+        #[allow(unused_mut)] // Only unix reloads and stops on signals.
         let mut app = latchkey::build(&config, listener)?;
         #[cfg(unix)]
-        app.reload_access_rules_on_sighup(config_path, required)
-            .context("cannot listen for SIGHUP")?;
+        {
+            app.reload_access_rules_on_sighup(config_path, required)
+                .context("cannot listen for SIGHUP")?;
+            app.stop_on_signals()
+                .context("cannot listen for SIGTERM and SIGINT")?;
+        }
         tracing::info!("latchkey listening on http://{}", app.local_addr());
         app.run().await.context("server failed")
     })
-}
-
-/// Logs to stderr; `RUST_LOG` may name a level (error, warn, info, debug, trace).
-fn init_logging() {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .init();
 }

@@ -7,6 +7,7 @@
 
 mod access;
 mod env;
+mod log;
 mod values;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ pub use access::{
     AccessConfig, DomainPattern, Method, PathPrefix, Policy, RuleConfig, SubjectPattern,
 };
 pub use env::DEFAULTS_TOML;
+pub use log::{LogConfig, LogFormat, LogLevel};
 use values::{duration, is_cookie_name_byte};
 pub use values::{is_host_name, parse_duration, IpNet};
 
@@ -35,6 +37,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub login: LoginConfig,
     pub access: AccessConfig,
+    pub log: LogConfig,
 }
 
 /// `[server]`: where to listen and whom to believe about client addresses.
@@ -46,6 +49,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Peers whose `X-Forwarded-For` is believed: addresses or CIDR ranges.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long a stop (`SIGTERM`, `SIGINT`) waits for requests in flight.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 /// `[database]`: the SQLite file and the size of its connection pool.
@@ -102,6 +108,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 0,
             trusted_proxies: Vec::new(),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -432,6 +439,14 @@ mod tests {
                 "login.default_redirect",
             ),
             ("[password]\nmemory_kib = 1\n", "password"),
+            (
+                "[server]\nshutdown_timeout = \"10\"\n",
+                "server.shutdown_timeout",
+            ),
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
+            ("[log]\nlevel = \"INFO\"\n", "log.level"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[log]\ncolour = true\n", "log.colour"),
         ];
         for (file, key) in cases {
             let err = load(Some(file), &[]).unwrap_err().to_string();
@@ -442,6 +457,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("LATCHKEY_DATABASE__POOL_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn log_settings_come_from_the_file_and_the_environment() {
+        let file = "[log]\nlevel = \"debug\"\n";
+        let config = load(Some(file), &[("LATCHKEY_LOG__FORMAT", "json")]).unwrap();
+        assert_eq!(config.log.level, LogLevel::Debug);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(load(None, &[]).unwrap().log, LogConfig::default());
+        let err = load(None, &[("LATCHKEY_LOG__LEVEL", "loud")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn the_shutdown_timeout_is_a_duration_zero_included() {
+        let config = load(Some("[server]\nshutdown_timeout = \"30s\"\n"), &[]).unwrap();
+        assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+        let config = load(None, &[("LATCHKEY_SERVER__SHUTDOWN_TIMEOUT", "0s")]).unwrap();
+        assert_eq!(config.server.shutdown_timeout, Duration::ZERO);
+        assert_eq!(
+            load(None, &[]).unwrap().server.shutdown_timeout,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

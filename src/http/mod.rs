@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod page;
 pub mod redirect;
+pub mod request_id;
 
 mod health;
 mod introspect;

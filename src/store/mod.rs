@@ -13,20 +13,23 @@ pub mod clients;
 pub mod files;
 pub mod groups;
 pub mod migrate;
+mod reader;
 pub mod sessions;
 pub mod users;
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Semaphore;
 
+pub use reader::ReaderCloser;
 pub use rusqlite::{Transaction, TransactionBehavior};
+
+use reader::Readers;
 
 /// A pooled SQLite connection, as handed out by [`Store::connection`].
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
@@ -81,7 +84,7 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     pool: r2d2::Pool<SqliteConnectionManager>,
     /// The file, for the per-thread read connections of [`Store::read_now`].
-    reader: Arc<ReaderTarget>,
+    reader: Arc<Readers>,
     /// One permit per pooled connection. Async callers wait for a permit,
     /// not for a connection on a blocking thread: under load, waiting costs
     /// a parked task instead of one more blocking thread (tokio would start
@@ -135,10 +138,7 @@ impl Store {
             })?;
         Ok(Store {
             pool,
-            reader: Arc::new(ReaderTarget {
-                id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-                path: path.to_owned(),
-            }),
+            reader: Readers::new(path),
             permits: Arc::new(Semaphore::new(pool_size as usize)),
             inline_fallbacks: Arc::new(AtomicU64::new(0)),
         })
@@ -206,43 +206,58 @@ impl Store {
         self.inline_fallbacks.load(Ordering::Relaxed)
     }
 
-    /// Runs a read on this thread's own read-only connection, inline: no
-    /// thread hop, no pool.
-    ///
-    /// Safe to run on an async worker because it cannot wait: in WAL mode a
-    /// reader does not wait for writers (it reads the last committed state,
-    /// so a logout that has answered is seen), and the connection has no
-    /// busy timeout, so the rare SQLITE_BUSY comes back at once as an error,
-    /// which [`Store::read`] answers through the pool.
+    /// Runs a read inline on this thread's read-only connection
+    /// ([`reader::Readers::read_now`]).
     fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        READER.with(|cell| {
-            let mut reader = cell.borrow_mut();
-            let current = matches!(&*reader, Some((id, _)) if *id == self.reader.id);
-            if !current {
-                *reader = None;
-                let conn = open_reader(&self.reader.path).map_err(StoreError::from)?;
-                *reader = Some((self.reader.id, conn));
-            }
-            let Some((_, conn)) = &*reader else {
-                return Err(StoreError::Task("no read connection".to_owned()));
-            };
-            let result = f(conn);
-            // A reader must never keep a transaction open between calls: it
-            // would go on reading an old snapshot (a revoked token would
-            // still pass). Should one have failed to end, drop the connection.
-            if !conn.is_autocommit() {
-                *reader = None;
-            }
-            result
-        })
+        self.reader.read_now(f)
+    }
+
+    /// For each HTTP worker to hold: closes that worker's inline reader
+    /// when the worker drops it ([`ReaderCloser`]).
+    pub fn reader_closer(&self) -> ReaderCloser {
+        ReaderCloser(Arc::clone(&self.reader))
     }
 
     /// A pooled connection for synchronous callers (the CLI); blocks until free.
     pub fn connection(&self) -> Result<PooledConnection, StoreError> {
         Ok(self.pool.get()?)
+    }
+
+    /// Closes the database at shutdown, leaving the file whole and alone.
+    ///
+    /// SQLite folds the WAL into the file and removes `-wal` and `-shm`
+    /// when the last connection closes, if that one can write: so this
+    /// waits, up to `wait`, for every other handle on the store (workers,
+    /// tasks, `run`s in flight) and every inline reader to be gone, then
+    /// checkpoints on a connection of its own, closes the pool, and closes
+    /// its own connection last. Returns whether the store was alone; if not
+    /// (a request cut off by the shutdown timeout still holds it), the WAL
+    /// is still checkpointed, and the files stay until the next start.
+    pub async fn close(self, wait: Duration) -> Result<bool, StoreError> {
+        // Each clone of the store holds `permits`, and so does each `run`
+        // in flight (its permit), whether or not its caller still waits.
+        let alone =
+            |store: &Store| Arc::strong_count(&store.permits) == 1 && store.reader.open() == 0;
+        let deadline = tokio::time::Instant::now() + wait;
+        while !alone(&self) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let was_alone = alone(&self);
+        tokio::task::spawn_blocking(move || {
+            // Not a pooled one: taking one would have r2d2 open a
+            // replacement on its own thread, which could outlive us.
+            let last = Connection::open(self.reader.path())?;
+            last.busy_timeout(BUSY_TIMEOUT)?;
+            last.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            drop(self);
+            last.close().map_err(|(_, e)| StoreError::from(e))?;
+            Ok(was_alone)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
 
@@ -268,38 +283,6 @@ fn make_private(path: &Path) {
             path.display()
         ),
     }
-}
-
-/// The file behind a store, and an id telling stores apart in one process
-/// (tests run many servers, each with its own file).
-struct ReaderTarget {
-    id: u64,
-    path: PathBuf,
-}
-
-/// How much of the file the inline readers map (the address space, not memory).
-const READER_MMAP_BYTES: i64 = 1 << 30;
-
-static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The read connection of [`Store::read_now`] on this thread, with the id
-    /// of the store it reads.
-    static READER: RefCell<Option<(u64, Connection)>> = const { RefCell::new(None) };
-}
-
-/// A read-only connection with no busy timeout (it must never wait).
-fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
-    // rusqlite opens every connection with a 5 s busy timeout: take it off.
-    conn.busy_timeout(Duration::ZERO)?;
-    // Read pages straight from the OS page cache, without a read() syscall
-    // and a copy into SQLite's own cache per page: with a million sessions
-    // most lookups miss the 2 MB page cache (measured in docs/benchmarks.md).
-    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
-    conn.set_prepared_statement_cache_capacity(16);
-    Ok(conn)
 }
 
 /// Runs several reads in one read transaction: they see one snapshot, and the

@@ -15,9 +15,13 @@ mod fuzz;
 mod introspect;
 mod login;
 mod logout;
+mod logs;
+mod packaging;
 mod proxy;
 mod races;
 mod rules;
 mod secrets;
 mod sessions;
+#[cfg(target_os = "linux")] // Signals are sent with rustix.
+mod shutdown;
 mod verify;

@@ -1,14 +1,14 @@
 //! Tests: secrets. The real binary, logging at its most verbose (`trace`),
 //! goes through a whole session of use; afterwards no password, token,
-//! token hash or client secret appears anywhere in its log, and no raw
-//! token or secret in the database file.
+//! token hash or client secret appears anywhere in its log, in either log
+//! format, and no raw token or secret in the database file.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{execute, scalar, sha256, Run, Sandbox, Server};
+use crate::helpers::{execute, parse_json_log, scalar, sha256, Run, Sandbox, Server};
 
 const COOKIE: &str = "latchkey_session";
 const PASSWORD: &str = "Tr0ub4dor&3 alice's right password";
@@ -19,19 +19,37 @@ const WRONG_TOKEN_LIKE_PASSWORD: &str = "q7ZK2vR9xLm4Tn8WcB1yHs6Jd3Fp0GaE5uNiOkY
 /// Not a token of this server, but a client's credential all the same.
 const GARBAGE_TOKEN: &str = "Zm9vYmFyYmF6cXV4LWdhcmJhZ2UtdG9rZW4tZm9yLWxvZ3M";
 
-/// `latchkey ARGS` in `sandbox`, logging at `trace`, to completion.
-fn latchkey_traced(sandbox: &Sandbox, args: &[&str], stdin: Option<&str>) -> Run {
+/// The two `log.format`s.
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// `latchkey ARGS` in `sandbox`, logging at `trace` in `format`, to completion.
+fn latchkey_traced(sandbox: &Sandbox, format: Format, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = sandbox.command(args);
-    cmd.env("RUST_LOG", "trace");
+    cmd.env("RUST_LOG", "trace")
+        .env("LATCHKEY_LOG__FORMAT", format.name());
     let run = execute(cmd, stdin.map(str::as_bytes));
     run.assert_ok();
     run
 }
 
-/// `latchkey serve` in `sandbox`, logging at `trace`.
-fn traced_server(sandbox: &Sandbox) -> Server {
+/// `latchkey serve` in `sandbox`, logging at `trace` in `format`.
+fn traced_server(sandbox: &Sandbox, format: Format) -> Server {
     let mut cmd = sandbox.serve_command(&["serve"]);
-    cmd.env("RUST_LOG", "trace");
+    cmd.env("RUST_LOG", "trace")
+        .env("LATCHKEY_LOG__FORMAT", format.name());
     Server::spawn(cmd)
 }
 
@@ -43,7 +61,14 @@ async fn send(request: RequestBuilder) -> Response {
 /// for tokens and client secrets their SHA-256 (what the database holds) in
 /// hex of either case and in each base64 flavour.
 fn forms(secret: &str, hashed: bool) -> Vec<String> {
-    let mut forms = vec![secret.to_owned()];
+    // As is, and as a quoted field would escape it (Debug in text, JSON).
+    let json = serde_json::to_string(secret).unwrap();
+    let debug = format!("{secret:?}");
+    let mut forms = vec![
+        secret.to_owned(),
+        json[1..json.len() - 1].to_owned(),
+        debug[1..debug.len() - 1].to_owned(),
+    ];
     if hashed {
         let hash = sha256(secret);
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
@@ -58,9 +83,18 @@ fn forms(secret: &str, hashed: bool) -> Vec<String> {
 
 #[tokio::test]
 async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_trace() {
+    no_secret_is_logged_through_a_whole_session(Format::Text).await;
+}
+
+#[tokio::test]
+async fn no_secret_is_logged_in_the_json_format_either() {
+    no_secret_is_logged_through_a_whole_session(Format::Json).await;
+}
+
+async fn no_secret_is_logged_through_a_whole_session(format: Format) {
     let sandbox = Sandbox::new();
     // On an empty database, so that serve creates admin and prints its password.
-    let mut server = traced_server(&sandbox);
+    let mut server = traced_server(&sandbox, format);
     let admin_password = server.admin_password();
     let api = server.api();
     let http = &api.client;
@@ -68,10 +102,11 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
     // The administrator's side, beside the running server and also at trace.
     let user_add = latchkey_traced(
         &sandbox,
+        format,
         &["user", "add", "alice", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
-    let client_add = latchkey_traced(&sandbox, &["client", "add", "proxy"], None);
+    let client_add = latchkey_traced(&sandbox, format, &["client", "add", "proxy"], None);
     let client_secret = client_add.stdout.trim_end().to_owned();
     assert_eq!(client_secret.len(), 43, "{client_add:#?}");
     let basic = STANDARD.encode(format!("proxy:{client_secret}"));
@@ -192,24 +227,45 @@ async fn no_password_token_token_hash_or_client_secret_is_ever_logged_even_at_tr
     .await;
     assert_eq!(garbage.status(), StatusCode::OK);
 
-    let (stdout, log) = server.stop();
-    let (stdout, log) = (stdout.join("\n"), log.join("\n"));
+    let (stdout, log_lines) = server.stop();
+    let (stdout, log) = (stdout.join("\n"), log_lines.join("\n"));
 
     // An empty or silent log would pass everything below: make sure it is
     // the verbose log of this very session.
     assert!(log.contains("latchkey listening on"), "{log}");
-    assert!(
-        log.contains("login user=\"alice\""),
-        "no login logged: {log}"
-    );
-    assert!(
-        log.contains("login refused"),
-        "no failed login logged: {log}"
-    );
-    assert!(
-        log.contains("TRACE") || log.contains("DEBUG"),
-        "RUST_LOG=trace did not make the log verbose: {log}"
-    );
+    match format {
+        Format::Text => {
+            assert!(
+                log.contains("login user=\"alice\""),
+                "no login logged: {log}"
+            );
+            assert!(
+                log.contains("login refused"),
+                "no failed login logged: {log}"
+            );
+            assert!(
+                log.contains("TRACE") || log.contains("DEBUG"),
+                "RUST_LOG=trace did not make the log verbose: {log}"
+            );
+        }
+        Format::Json => {
+            let lines = parse_json_log(&log_lines);
+            let logged = |message: &str| lines.iter().any(|l| l["message"] == message);
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l["message"] == "login" && l["user"] == "alice"),
+                "no login logged: {log}"
+            );
+            assert!(logged("login refused"), "no failed login logged: {log}");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l["level"] == "trace" || l["level"] == "debug"),
+                "RUST_LOG=trace did not make the log verbose: {log}"
+            );
+        }
+    }
 
     // Printed once on purpose, on stdout, and never logged.
     assert_eq!(

@@ -299,7 +299,8 @@ impl Server {
         let listening = server.wait_for_stderr(LISTENING);
         let address = listening
             .split_once(LISTENING)
-            .and_then(|(_, rest)| rest.split_whitespace().next())
+            // Up to a space (text log) or the closing quote (JSON log).
+            .and_then(|(_, rest)| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .filter(|authority| {
                 authority
                     .rsplit_once(':')
@@ -371,6 +372,40 @@ impl Server {
     pub fn stop(mut self) -> (Vec<String>, Vec<String>) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
+        self.drain()
+    }
+
+    /// Sends `signal` to the server, as `kill -SIG` would.
+    #[cfg(target_os = "linux")]
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a real process id");
+        rustix::process::kill_process(pid, signal).expect("send the signal");
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the server to exit on its own;
+    /// returns its exit status and everything it wrote: (stdout, stderr).
+    pub fn wait_for_exit(mut self) -> (i32, Vec<String>, Vec<String>) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait for latchkey") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "the server did not exit within {DEADLINE:?}; stderr {:#?}",
+                self.stderr
+            );
+            let _ = self.receive(Duration::from_millis(10));
+        };
+        let (stdout, stderr) = self.drain();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal ({status}); stderr {stderr:#?}"));
+        (code, stdout, stderr)
+    }
+
+    /// Once the process is gone: every line it wrote, (stdout, stderr).
+    fn drain(&mut self) -> (Vec<String>, Vec<String>) {
         let started = Instant::now();
         // The readers end at EOF, which closes the channel.
         while started.elapsed() < DEADLINE {
@@ -385,4 +420,33 @@ impl Server {
             std::mem::take(&mut self.stderr),
         )
     }
+}
+
+/// The lines of a `log.format = "json"` log, each parsed; panics unless
+/// every line is one JSON object with a string `timestamp` (RFC 3339, UTC),
+/// a `level` among latchkey's five and a string `message`.
+#[track_caller]
+pub fn parse_json_log(lines: &[String]) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    lines
+        .iter()
+        .map(|line| {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line:?}"));
+            let timestamp = object.get("timestamp").and_then(|v| v.as_str());
+            assert!(
+                timestamp.is_some_and(|t| t.len() >= 20 && t.contains('T') && t.ends_with('Z')),
+                "no RFC 3339 timestamp: {line}"
+            );
+            let level = object.get("level").and_then(|v| v.as_str());
+            assert!(
+                level.is_some_and(|l| ["error", "warn", "info", "debug", "trace"].contains(&l)),
+                "no level: {line}"
+            );
+            assert!(
+                object.get("message").is_some_and(|m| m.is_string()),
+                "no message: {line}"
+            );
+            object
+        })
+        .collect()
 }
