@@ -6,10 +6,11 @@
 //! transactions). Errors carry context and are printed by `main` on one line.
 //!
 //! Here: the clap types and the dispatch. One file per command family:
-//! `users` (user, session), `clients`, `groups`, `access`; `table` prints.
+//! `users` (user, session), `clients`, `groups`, `access`, `config`; `table` prints.
 
 mod access;
 mod clients;
+mod config;
 mod groups;
 mod table;
 mod users;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Ask the access rules
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Check the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write a consistent copy of the database to FILE, even while serving
     Backup {
         /// Where to write the copy (replaced atomically if it exists)
@@ -150,6 +154,14 @@ pub enum GroupCommand {
     RemoveMember { group: String, user: String },
 }
 
+/// `latchkey config …`: questions about the configuration itself.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config (file and environment), print the effective
+    /// settings and warn about likely mistakes; the database is only read
+    Check,
+}
+
 /// `latchkey access …`: questions to the access rules.
 #[derive(Debug, Subcommand)]
 pub enum AccessCommand {
@@ -191,6 +203,8 @@ pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::Serve => bail!("`serve` is not an admin command"),
         // The rules alone: no database needed until users are looked up.
         Command::Access(cmd) => access::access(cmd, config),
+        // Reads the database only if it exists, never creates it.
+        Command::Config(cmd) => config::config(cmd, config),
         Command::User(cmd) => users::user(cmd, &open_admin(config)?),
         Command::Session(cmd) => users::session(cmd, &open_admin(config)?),
         Command::Client(cmd) => clients::client(cmd, &open_admin(config)?),

@@ -6,6 +6,8 @@
 //! in the crate.
 
 mod access;
+pub mod check;
+mod effective;
 mod env;
 mod log;
 mod values;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 pub use access::{
     AccessConfig, DomainPattern, Method, PathPrefix, Policy, RuleConfig, SubjectPattern,
 };
+pub use effective::{effective_settings, format_settings};
 pub use env::DEFAULTS_TOML;
 pub use log::{LogConfig, LogFormat, LogLevel};
 use values::{duration, is_cookie_name_byte};

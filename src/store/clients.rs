@@ -1,6 +1,8 @@
 //! The `clients` table: who may call `/introspect`.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
@@ -36,6 +38,26 @@ pub fn any_exist(conn: &Connection) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM clients)")?
         .query_row([], |r| r.get(0))?)
+}
+
+/// [`any_exist`] on the database at `path`, opened read-only: `None` when
+/// the file does not exist, which is left so (`config check` creates nothing).
+pub fn any_exist_in_file(path: &Path) -> Result<Option<bool>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let open_error = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_error)?;
+    any_exist(&conn).map(Some).map_err(|e| StoreError::Open {
+        path: path.to_owned(),
+        message: format!("cannot read its clients: {e}"),
+    })
 }
 
 /// Every client, by id.
