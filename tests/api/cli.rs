@@ -1566,3 +1566,158 @@ async fn serve_warns_about_an_open_introspect_and_once_about_untrusted_forwardin
         "{stderr:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// config check
+
+/// The `key = value` lines of `config check`, as (key, value) pairs.
+fn settings_listed(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .map(|line| {
+            let (key, value) = line.split_once(" = ").unwrap_or_else(|| panic!("{line:?}"));
+            (key.trim_end().to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn setting(stdout: &str, key: &str) -> String {
+    settings_listed(stdout)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("{key} not listed in {stdout}"))
+        .1
+}
+
+/// The `warning: ` lines on stderr, by the key each names first.
+fn warned_keys(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("warning: "))
+        .filter_map(|rest| rest.split_once(':').map(|(key, _)| key))
+        .collect()
+}
+
+#[test]
+fn config_check_prints_every_effective_setting_and_creates_no_database() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("config.toml"),
+        "[session]\nidle_timeout = \"2h\"\n[server]\nworkers = 2\n",
+    )
+    .unwrap();
+    let mut cmd = sandbox.bare_command(&["config", "check"]);
+    cmd.env("LATCHKEY_SERVER__WORKERS", "3");
+    let run = execute(cmd, None);
+    run.assert_ok();
+    // Every key of the shipped config.toml, each once.
+    let defaults: toml::Table = latchkey::config::DEFAULTS_TOML.parse().unwrap();
+    let listed = settings_listed(&run.stdout);
+    for (section, keys) in &defaults {
+        for key in keys.as_table().unwrap().keys() {
+            let name = format!("{section}.{key}");
+            assert_eq!(
+                listed.iter().filter(|(k, _)| *k == name).count(),
+                1,
+                "{name} in {}",
+                run.stdout
+            );
+        }
+    }
+    assert_eq!(setting(&run.stdout, "session.idle_timeout"), "\"2h\"");
+    // The environment wins over the file, as for `serve`.
+    assert_eq!(setting(&run.stdout, "server.workers"), "3");
+    assert_eq!(setting(&run.stdout, "session.max_lifetime"), "\"7d\"");
+    // Defaults (loopback, secure cookie) warn about nothing; the missing
+    // database is noted, not created.
+    assert!(warned_keys(&run.stderr).is_empty(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("note: database latchkey.db does not exist yet"),
+        "{}",
+        run.stderr
+    );
+    for name in ["latchkey.db", "latchkey.db-wal", "latchkey.db-shm"] {
+        assert!(!sandbox.path(name).exists(), "{name} was created");
+    }
+}
+
+#[test]
+fn config_check_refuses_an_unknown_key_naming_it() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("bad.toml"),
+        "[session]\nidle_timout = \"1h\"\n",
+    )
+    .unwrap();
+    let run = sandbox.latchkey(&["--config", "bad.toml", "config", "check"], None);
+    let message = run.assert_error();
+    assert!(
+        message.starts_with("error: config key `session.idle_timout`"),
+        "{message}"
+    );
+    let mut cmd = sandbox.command(&["config", "check"]);
+    cmd.env("LATCHKEY_SESSION__COOKIE_SECURE", "maybe");
+    let message = execute(cmd, None).assert_error().to_owned();
+    assert!(
+        message.contains("LATCHKEY_SESSION__COOKIE_SECURE"),
+        "{message}"
+    );
+    assert!(!sandbox.db_path().exists());
+}
+
+#[test]
+fn config_check_warns_about_likely_mistakes_and_still_exits_0() {
+    let sandbox = Sandbox::new();
+    std::fs::write(
+        sandbox.path("public.toml"),
+        "[server]\nlisten = \"0.0.0.0:9000\"\n\
+         [session]\ncookie_secure = false\ncookie_domain = \".co.uk\"\n",
+    )
+    .unwrap();
+    let run = sandbox.latchkey(&["--config", "public.toml", "config", "check"], None);
+    run.assert_ok();
+    assert_eq!(
+        warned_keys(&run.stderr),
+        [
+            "session.cookie_secure",
+            "session.cookie_domain",
+            "server.trusted_proxies"
+        ],
+        "{}",
+        run.stderr
+    );
+    assert_eq!(setting(&run.stdout, "server.listen"), "\"0.0.0.0:9000\"");
+
+    // A single-label cookie domain is a public suffix too; trusted proxies
+    // set and a secure cookie silence the other two.
+    let mut cmd = sandbox.command(&["--config", "public.toml", "config", "check"]);
+    cmd.env("LATCHKEY_SESSION__COOKIE_DOMAIN", ".internal")
+        .env("LATCHKEY_SESSION__COOKIE_SECURE", "true")
+        .env("LATCHKEY_SERVER__TRUSTED_PROXIES", "[\"10.0.0.1\"]");
+    let run = execute(cmd, None);
+    run.assert_ok();
+    assert_eq!(
+        warned_keys(&run.stderr),
+        ["session.cookie_domain"],
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn config_check_warns_when_the_database_has_no_introspection_client() {
+    let sandbox = Sandbox::new();
+    sandbox.latchkey(&["client", "list"], None).assert_ok();
+    let run = sandbox.latchkey(&["config", "check"], None);
+    run.assert_ok();
+    assert_eq!(warned_keys(&run.stderr), ["clients"], "{}", run.stderr);
+    assert!(!run.stderr.contains("note:"), "{}", run.stderr);
+
+    sandbox
+        .latchkey(&["client", "add", "proxy"], None)
+        .assert_ok();
+    let run = sandbox.latchkey(&["config", "check"], None);
+    run.assert_ok();
+    assert_eq!(run.stderr, "");
+}
