@@ -109,6 +109,20 @@ fn structure(conn: &Connection) -> Vec<String> {
 }
 
 /// A file as this build would have left it at `version`: schema_v1.sql,
+/// Migrates `old` (at `old_path`) and checks it ends where a new file in
+/// `dir` starts: the same schema, stamped with [`SCHEMA_VERSION`].
+fn migrate_and_compare(old: &mut Connection, old_path: &Path, dir: &Path) {
+    run(old, old_path).unwrap();
+    let new_path = dir.join("new.db");
+    let mut new = Connection::open(&new_path).unwrap();
+    run(&mut new, &new_path).unwrap();
+    assert_eq!(structure(old), structure(&new));
+    let version: i64 = old
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
 /// then the steps up to `version`.
 fn file_at(path: &Path, version: i64) -> Connection {
     let conn = Connection::open(path).unwrap();
@@ -142,16 +156,7 @@ fn a_file_from_before_credential_versions_keeps_every_user_and_session() {
                    3, 1, 10, 100, 200, '127.0.0.1', 'a');",
     )
     .unwrap();
-    run(&mut old, &old_path).unwrap();
-
-    let new_path = dir.path().join("new.db");
-    let mut new = Connection::open(&new_path).unwrap();
-    run(&mut new, &new_path).unwrap();
-    assert_eq!(structure(&old), structure(&new));
-    let version: i64 = old
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    migrate_and_compare(&mut old, &old_path, dir.path());
 
     let alice = users::find_by_id(&old, 1).unwrap().unwrap();
     assert_eq!(
@@ -205,16 +210,7 @@ fn a_file_from_before_groups_keeps_every_user_and_session_and_gains_working_grou
                    3, 1, 10, 100, 200, '127.0.0.1', 'a');",
     )
     .unwrap();
-    run(&mut old, &old_path).unwrap();
-
-    let new_path = dir.path().join("new.db");
-    let mut new = Connection::open(&new_path).unwrap();
-    run(&mut new, &new_path).unwrap();
-    assert_eq!(structure(&old), structure(&new));
-    let version: i64 = old
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    migrate_and_compare(&mut old, &old_path, dir.path());
 
     let listed: Vec<_> = users::list(&old)
         .unwrap()
@@ -267,11 +263,7 @@ fn a_file_from_before_group_names_gets_them_filled_and_kept_by_the_triggers() {
                    3, 1, 10, 100, 200, '127.0.0.1', 'a');",
     )
     .unwrap();
-    run(&mut old, &old_path).unwrap();
-    let new_path = dir.path().join("new.db");
-    let mut new = Connection::open(&new_path).unwrap();
-    run(&mut new, &new_path).unwrap();
-    assert_eq!(structure(&old), structure(&new));
+    migrate_and_compare(&mut old, &old_path, dir.path());
 
     let mut hash = [0; 32];
     hash[7] = 7;
@@ -311,16 +303,7 @@ fn a_version_1_file_migrates_to_the_schema_of_a_new_file_keeping_its_sessions() 
            (x'ff00000000000000000000000000000000000000000000000000000000000000', 9, 2, 20, 300, 400, '::1', 'b');",
     )
     .unwrap();
-    run(&mut old, &old_path).unwrap();
-
-    let new_path = dir.path().join("new.db");
-    let mut new = Connection::open(&new_path).unwrap();
-    run(&mut new, &new_path).unwrap();
-    assert_eq!(structure(&old), structure(&new));
-    let version: i64 = old
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    migrate_and_compare(&mut old, &old_path, dir.path());
 
     let mut first = [0; 32];
     first[31] = 1;
@@ -381,16 +364,7 @@ fn a_version_2_file_migrates_keeping_users_and_sessions_and_ids_go_on_past_the_l
          INSERT INTO clients VALUES ('nginx', zeroblob(32), 5);",
     )
     .unwrap();
-    run(&mut old, &old_path).unwrap();
-
-    let new_path = dir.path().join("new.db");
-    let mut new = Connection::open(&new_path).unwrap();
-    run(&mut new, &new_path).unwrap();
-    assert_eq!(structure(&old), structure(&new));
-    let version: i64 = old
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    migrate_and_compare(&mut old, &old_path, dir.path());
 
     let users = super::super::users::list(&old).unwrap();
     let users: Vec<_> = users
