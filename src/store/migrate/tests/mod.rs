@@ -126,7 +126,8 @@ fn migrate_and_compare(old: &mut Connection, old_path: &Path, dir: &Path) {
 /// then the steps up to `version`.
 fn file_at(path: &Path, version: i64) -> Connection {
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch(include_str!("schema_v1.sql")).unwrap();
+    conn.execute_batch(include_str!("../schema_v1.sql"))
+        .unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     for step in &MIGRATIONS[..(version - 1) as usize] {
         step(&tx).unwrap();
@@ -293,7 +294,7 @@ fn a_version_1_file_migrates_to_the_schema_of_a_new_file_keeping_its_sessions() 
     let dir = tempfile::tempdir().unwrap();
     let old_path = dir.path().join("v1.db");
     let mut old = Connection::open(&old_path).unwrap();
-    old.execute_batch(include_str!("schema_v1.sql")).unwrap();
+    old.execute_batch(include_str!("../schema_v1.sql")).unwrap();
     old.pragma_update(None, "user_version", 1).unwrap();
     old.execute_batch(
         "INSERT INTO users (id, username, username_folded, password_hash, created_at)
@@ -351,7 +352,7 @@ fn a_version_2_file_migrates_keeping_users_and_sessions_and_ids_go_on_past_the_l
     let dir = tempfile::tempdir().unwrap();
     let old_path = dir.path().join("v2.db");
     let mut old = Connection::open(&old_path).unwrap();
-    old.execute_batch(include_str!("schema_v2.sql")).unwrap();
+    old.execute_batch(include_str!("../schema_v2.sql")).unwrap();
     old.pragma_update(None, "user_version", 2).unwrap();
     // Sessions 3 and 7 are left of more (version 2 would hand out 8 next).
     old.execute_batch(
@@ -416,7 +417,8 @@ fn a_version_2_file_without_sessions_starts_the_ids_at_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v2.db");
     let mut conn = Connection::open(&path).unwrap();
-    conn.execute_batch(include_str!("schema_v2.sql")).unwrap();
+    conn.execute_batch(include_str!("../schema_v2.sql"))
+        .unwrap();
     conn.pragma_update(None, "user_version", 2).unwrap();
     conn.execute_batch(
         "INSERT INTO users (id, username, username_folded, password_hash, created_at)
