@@ -184,6 +184,11 @@ pub fn json_errors<B: MessageBody + 'static>(
             replaced.append_header((name.clone(), value.clone()));
         }
     }
+    // Like every error the handlers give: an answer about a request is not
+    // for a shared cache to keep and hand to the next one.
+    if !res.headers().contains_key(header::CACHE_CONTROL) {
+        replaced.insert_header(no_store());
+    }
     let replaced: HttpResponse<BoxBody> = replaced.json(error_body(code, description));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, replaced).map_into_right_body(),

@@ -334,6 +334,15 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         content_type.starts_with("application/json"),
         "content-type {content_type:?}"
     );
+    // An error answers one request: no cache may keep it for the next.
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "an error without Cache-Control: no-store"
+    );
     let body: Value = response.json().await.expect("JSON error body");
     assert_eq!(body["error"], code, "body {body}");
     assert!(body["error_description"].is_string(), "body {body}");
