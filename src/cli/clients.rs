@@ -23,7 +23,7 @@ pub(super) fn client(cmd: ClientCommand, admin: &Admin) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|c| vec![c.id, format_utc(c.created_at)])
                 .collect();
-            print_table(&["ID", "CREATED"], &rows);
+            print_table(&["ID", "CREATED"], &rows)?;
         }
         ClientCommand::Remove { id, force } => {
             let none_left = match admin.remove_client(&id, force) {

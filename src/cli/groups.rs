@@ -28,7 +28,7 @@ pub(super) fn group(cmd: GroupCommand, admin: &Admin) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|g| vec![g.name, g.members.to_string(), format_utc(g.created_at)])
                 .collect();
-            print_table(&["NAME", "MEMBERS", "CREATED"], &rows);
+            print_table(&["NAME", "MEMBERS", "CREATED"], &rows)?;
         }
         GroupCommand::Members { name } => {
             let rows: Vec<Vec<String>> = admin
@@ -36,7 +36,7 @@ pub(super) fn group(cmd: GroupCommand, admin: &Admin) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|m| vec![m.user_id.to_string(), m.username])
                 .collect();
-            print_table(&["ID", "USERNAME"], &rows);
+            print_table(&["ID", "USERNAME"], &rows)?;
         }
         GroupCommand::AddMember { group, user } => {
             let added = admin.add_member(&existing_group(&group)?, &existing_username(&user)?)?;

@@ -1,24 +1,31 @@
 //! Printing: aligned tables and UTC times.
 
-pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+use std::io::Write;
+
+pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    // Written with `?`, not `println!`: a reader that goes away early
+    // (`latchkey user list | head -1`) is an error for main to end on
+    // quietly, where `println!` would panic.
+    let mut out = std::io::stdout().lock();
+    let mut line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        writeln!(out, "{}", padded.join("  ").trim_end())
     };
-    line(headers.to_vec());
+    line(headers.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    out.flush()
 }
 
 /// Formats unix seconds as `YYYY-MM-DD HH:MM:SSZ` (UTC).

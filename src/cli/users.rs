@@ -69,7 +69,7 @@ pub(super) fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                     "GROUPS",
                 ],
                 &rows,
-            );
+            )?;
         }
         UserCommand::Disable { name } => {
             let change = admin.disable_user(&existing_username(&name)?)?;
@@ -111,7 +111,7 @@ pub(super) fn session(cmd: SessionCommand, admin: &Admin) -> anyhow::Result<()> 
             print_table(
                 &["ID", "USER", "CREATED", "EXPIRES", "IP", "USER AGENT"],
                 &rows,
-            );
+            )?;
         }
         SessionCommand::Revoke { user } => {
             let change = admin.revoke_sessions(&existing_username(&user)?)?;

@@ -11,8 +11,8 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::helpers::{
-    cheap_passwords, column, execute, http_client, now, scalar, sha256, Sandbox, Server,
-    ADMIN_PASSWORD_PREFIX,
+    cheap_passwords, column, execute, http_client, now, scalar, sha256, through_shell, Sandbox,
+    Server, ADMIN_PASSWORD_PREFIX,
 };
 
 const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED  GROUPS";
@@ -292,6 +292,27 @@ fn user_list_on_a_fresh_database_prints_only_the_header() {
     run.assert_ok();
     assert_eq!(run.stdout, format!("{USER_HEADER}\n"));
     assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn a_listing_whose_reader_has_gone_ends_quietly_with_status_0() {
+    let sandbox = Sandbox::new();
+    sandbox.add_user("alice", "pw");
+    for args in [
+        &["user", "list"][..],
+        &["session", "list"],
+        &["client", "list"],
+        &["group", "list"],
+    ] {
+        // `| true` has exited before latchkey writes: its first line meets
+        // a pipe with no reader, as `latchkey user list | head -0` would.
+        let shell = through_shell(
+            &sandbox.command(args),
+            "( sleep 0.3; \"$0\" \"$@\"; echo \"latchkey exited $?\" >&2 ) | true; exit 0",
+        );
+        let run = execute(shell, None);
+        assert_eq!(run.stderr, "latchkey exited 0\n", "{args:?}");
+    }
 }
 
 #[test]
