@@ -1,9 +1,11 @@
 //! `GET /me`, `GET /sessions` and `DELETE /sessions/{id}`: the token's own user.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::error::{no_store, ApiError};
+use super::extract::TokenSource;
 use super::AppState;
 
 /// The user behind the token and the session's expiry.
@@ -64,7 +66,15 @@ pub async fn delete_session(
         .and_then(|id| id.parse().ok())
         .ok_or(ApiError::NotFound)?;
     if state.auth.revoke_session(identity.user_id, id).await? {
-        Ok(HttpResponse::NoContent().insert_header(no_store()).finish())
+        let mut response = HttpResponse::NoContent();
+        response.insert_header(no_store());
+        // A browser that ended its own session drops the dead cookie, as
+        // after /logout. A Bearer caller's cookie (if any) may be another
+        // session's, so it is left alone.
+        if id == identity.session_id && source == TokenSource::Cookie {
+            response.insert_header((header::SET_COOKIE, state.cookie.clear()));
+        }
+        Ok(response.finish())
     } else {
         Err(ApiError::NotFound)
     }

@@ -560,6 +560,54 @@ async fn cookie_authenticated_session_deletion_from_another_site_is_forbidden() 
 }
 
 #[tokio::test]
+async fn a_browser_deleting_its_own_session_gets_the_cookie_cleared_and_others_keep_theirs() {
+    let app = spawn_app().await;
+    let (_, current) = app.user_with_token("alice").await;
+    let other = app.login_token("alice", "password-of-test").await;
+    let delete_by_cookie = |id: i64| {
+        app.client
+            .delete(app.url(&format!("/sessions/{id}")))
+            .header("Cookie", app.cookie(&current))
+            .header("Origin", app.address.clone())
+            .send()
+    };
+    // Another of the user's sessions: that browser's cookie stays.
+    let response = delete_by_cookie(app.session_id(&other)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers().get("set-cookie").is_none());
+    // Its own: the dead cookie is cleared, as /logout does.
+    let response = delete_by_cookie(app.session_id(&current)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let name = &app.config.session.cookie_name;
+    assert!(cookie.starts_with(&format!("{name}=;")), "{cookie}");
+    assert!(cookie.contains("; Max-Age=0"), "{cookie}");
+    assert_eq!(
+        app.verify_bearer(&current).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_bearer_caller_deleting_its_own_session_gets_no_cookie_change() {
+    let app = spawn_app().await;
+    let (_, token) = app.user_with_token("alice").await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/sessions/{}", app.session_id(&token))))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
 async fn a_session_id_is_not_a_token() {
     let app = spawn_app().await;
     let (_, token) = app.user_with_token("alice").await;
