@@ -30,16 +30,6 @@ async fn assert_token_alive(app: &TestApp, token: &str) {
     assert_eq!(introspect["active"], true);
 }
 
-/// Asserts a 204 that clears the session cookie.
-fn assert_logged_out(app: &TestApp, response: &reqwest::Response) {
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let cookie = header(response, "set-cookie");
-    let name = &app.config.session.cookie_name;
-    assert!(cookie.starts_with(&format!("{name}=;")), "{cookie}");
-    assert!(cookie.contains("; Max-Age=0"), "{cookie}");
-    assert!(cookie.contains("; Path=/"), "{cookie}");
-}
-
 async fn logout_cookie(app: &TestApp, token: &str, origin: Option<&str>) -> reqwest::Response {
     let mut request = app
         .client

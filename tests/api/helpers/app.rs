@@ -376,6 +376,17 @@ pub async fn assert_forbidden(response: Response) {
 }
 
 /// The value of header `name` of a response, as text (panics if absent).
+/// Asserts a 204 that clears the session cookie (/logout, or a browser
+/// deleting its own session).
+pub fn assert_logged_out(app: &TestApp, response: &Response) {
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cookie = header(response, "set-cookie");
+    let name = &app.config.session.cookie_name;
+    assert!(cookie.starts_with(&format!("{name}=;")), "{cookie}");
+    assert!(cookie.contains("; Max-Age=0"), "{cookie}");
+    assert!(cookie.contains("; Path=/"), "{cookie}");
+}
+
 pub fn header(response: &Response, name: &str) -> String {
     response
         .headers()
