@@ -77,9 +77,9 @@ impl AppState {
                 Sighting::New => tracing::warn!(
                     peer = %address.ip,
                     "X-Forwarded-For received from a peer not in server.trusted_proxies; \
-                     the header is ignored and the peer's own address is counted by the \
-                     login limits. If this peer is your proxy, add its address to \
-                     server.trusted_proxies."
+                     the header is ignored and the peer's own address is what the login \
+                     limits count, sessions record and access rules with networks match. \
+                     If this peer is your proxy, add its address to server.trusted_proxies."
                 ),
                 Sighting::LastNamed => tracing::warn!(
                     "X-Forwarded-For received from more than {MAX_WARNED_PEERS} untrusted \
