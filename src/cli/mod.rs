@@ -27,7 +27,7 @@ use crate::auth::input::Username;
 use crate::config::Config;
 use crate::store::Store;
 
-pub use table::format_utc;
+pub use table::{format_utc, OutputClosed};
 
 /// latchkey: users and sessions in one SQLite file, forward auth and token
 /// introspection for reverse proxies.

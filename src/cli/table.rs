@@ -1,17 +1,29 @@
 //! Printing: aligned tables and UTC times.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 
-pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+/// A listing's reader went away before it was printed whole
+/// (`latchkey user list | head -1`): main ends quietly with status 0.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct OutputClosed;
+
+pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    write_table(headers, rows).map_err(|e| match e.kind() {
+        ErrorKind::BrokenPipe => anyhow::Error::new(OutputClosed),
+        _ => anyhow::Error::new(e).context("cannot write to standard output"),
+    })
+}
+
+fn write_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    // Written with `?`, not `println!`: a reader that goes away early
-    // (`latchkey user list | head -1`) is an error for main to end on
-    // quietly, where `println!` would panic.
+    // Written with `?`, not `println!`, which panics when the reader has
+    // gone away.
     let mut out = std::io::stdout().lock();
     let mut line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
