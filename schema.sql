@@ -133,3 +133,32 @@ BEGIN
          WHERE m.user_id = OLD.user_id), '')
     WHERE id = OLD.user_id;
 END;
+
+-- The audit trail: one row per security event (logins, logouts, revocations,
+-- bans, every administrator change). Never a password, token, code or secret.
+-- Not tied to users by a foreign key: a row outlives the account it names.
+CREATE TABLE audit (
+    -- AUTOINCREMENT: ids only go up, even after the oldest rows are purged,
+    -- so the id order is the order events were written in.
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    at              INTEGER NOT NULL,
+    -- What happened: login_ok, login_failed, logout, ... (auth::audit::Event).
+    event           TEXT    NOT NULL,
+    -- The account the event is about, as stored then; NULL when there is
+    -- none (a login for a name that no account has: what was typed is not
+    -- kept, since it may be a password typed into the wrong field).
+    username        TEXT,
+    username_folded TEXT,
+    -- Whoever made the request, for events that came over HTTP.
+    ip              TEXT,
+    user_agent      TEXT,
+    -- Where the event came from: an HTTP request or the command line.
+    source          TEXT    NOT NULL CHECK (source IN ('http', 'cli')),
+    -- A short sentence: why a login failed, what a command changed.
+    detail          TEXT    NOT NULL DEFAULT ''
+);
+
+-- `latchkey audit --since`, and the background purge of old rows.
+CREATE INDEX audit_by_time ON audit (at);
+-- `latchkey audit --user`.
+CREATE INDEX audit_by_user ON audit (username_folded, id);

@@ -1,4 +1,4 @@
-//! Wiring: store, use cases, routes and the background purge, on a listener.
+//! Wiring: store, use cases, routes and the background purges, on a listener.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -41,6 +41,8 @@ pub struct App {
     store: Store,
     access: SharedRules,
     shutdown_timeout: Duration,
+    /// `audit.retention`, when old audit events are purged.
+    audit_retention: Option<Duration>,
     /// The `SIGHUP` listener, when one was started.
     reloader: Option<tokio::task::JoinHandle<()>>,
     /// The `SIGTERM`/`SIGINT`/`SIGQUIT` listener, when one was started.
@@ -96,6 +98,7 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         store,
         access,
         shutdown_timeout,
+        audit_retention: config.audit.purge_after(),
         reloader: None,
         stopper: None,
     })
@@ -203,7 +206,11 @@ impl App {
     /// background; then stops the background tasks and closes the database.
     pub async fn run(self) -> std::io::Result<()> {
         let (stop_purging, stop) = tokio::sync::oneshot::channel();
-        let purge = tokio::spawn(purge_expired_sessions(self.auth.clone(), stop));
+        let purge = tokio::spawn(purge_in_background(
+            self.auth.clone(),
+            self.audit_retention,
+            stop,
+        ));
         let result = self.server.await;
         // No request runs any more (or shutdown_timeout cut it off). A
         // purge under way finishes; the listeners hold no database handle.
@@ -228,14 +235,26 @@ impl App {
     }
 }
 
-/// Deletes expired sessions now and every [`PURGE_INTERVAL`], until `stop`
-/// is sent or dropped (a purge under way finishes first).
-async fn purge_expired_sessions(auth: Auth, mut stop: tokio::sync::oneshot::Receiver<()>) {
+/// Deletes expired sessions, and audit events older than `audit_retention`,
+/// now and every [`PURGE_INTERVAL`], until `stop` is sent or dropped (a
+/// purge under way finishes first).
+async fn purge_in_background(
+    auth: Auth,
+    audit_retention: Option<Duration>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     loop {
         match auth.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(sessions = n, "purged expired sessions"),
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+        if let Some(retention) = audit_retention {
+            match auth.purge_audit(retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "purged old audit events"),
+                Err(e) => tracing::warn!(error = %e, "purging old audit events failed"),
+            }
         }
         if tokio::time::timeout(PURGE_INTERVAL, &mut stop)
             .await

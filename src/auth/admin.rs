@@ -16,6 +16,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+use super::audit::{self, Event, Origin, Subject};
 use super::input::{ClientId, Password, ProfileField, Username};
 use super::password::{self, HashError, PasswordHashing};
 use super::token::{RandomError, Token};
@@ -117,6 +118,8 @@ impl Admin {
         let hash = self.hash(password.expose())?;
         let username = Username::parse("admin").expect("\"admin\" is a valid username");
         insert_user(&tx, &username, &hash, None, None)?;
+        let detail = "the initial administrator, created on an empty database";
+        record(&tx, Event::UserAdded, named(&username), detail)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(Some(password))
     }
@@ -141,9 +144,10 @@ impl Admin {
     /// Creates a user; returns the new id.
     pub fn add_user(&self, user: &NewUser) -> Result<i64, AdminError> {
         let hash = self.hash(user.password.expose())?;
-        let conn = self.store.connection()?;
-        insert_user(
-            &conn,
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        let id = insert_user(
+            &tx,
             &user.username,
             &hash,
             user.email.as_ref(),
@@ -152,7 +156,10 @@ impl Admin {
         .map_err(|e| match e {
             StoreError::Conflict => AdminError::UserExists(user.username.to_string()),
             other => other.into(),
-        })
+        })?;
+        record(&tx, Event::UserAdded, named(&user.username), "")?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(id)
     }
 
     /// Sets a user's password and ends their sessions: a new password is
@@ -163,7 +170,7 @@ impl Admin {
         password: &Password,
     ) -> Result<UserChange, AdminError> {
         let hash = self.hash(password.expose())?;
-        self.change_user(username, |tx, id| {
+        self.change_user(username, Event::PasswordChanged, |tx, id| {
             users::set_password_hash(tx, id, &hash)?;
             sessions::delete_for_user(tx, id)
         })
@@ -172,7 +179,7 @@ impl Admin {
     /// Stops a user from logging in, and ends their sessions now rather than
     /// when they expire.
     pub fn disable_user(&self, username: &Username) -> Result<UserChange, AdminError> {
-        self.change_user(username, |tx, id| {
+        self.change_user(username, Event::UserDisabled, |tx, id| {
             users::set_disabled(tx, id, true)?;
             sessions::delete_for_user(tx, id)
         })
@@ -180,7 +187,7 @@ impl Admin {
 
     /// Lets a disabled user log in again (old sessions stay ended).
     pub fn enable_user(&self, username: &Username) -> Result<UserChange, AdminError> {
-        self.change_user(username, |tx, id| {
+        self.change_user(username, Event::UserEnabled, |tx, id| {
             users::set_disabled(tx, id, false)?;
             Ok(0)
         })
@@ -188,7 +195,7 @@ impl Admin {
 
     /// Deletes a user; their sessions and group memberships go with them.
     pub fn delete_user(&self, username: &Username) -> Result<UserChange, AdminError> {
-        self.change_user(username, |tx, id| {
+        self.change_user(username, Event::UserDeleted, |tx, id| {
             let sessions = sessions::delete_for_user(tx, id)?;
             groups::remove_user_from_all(tx, id)?;
             users::delete(tx, id)?;
@@ -231,7 +238,7 @@ impl Admin {
     /// Ends every session of a user, and any login still checking their
     /// password (it finds the credential version moved on).
     pub fn revoke_sessions(&self, username: &Username) -> Result<UserChange, AdminError> {
-        self.change_user(username, |tx, id| {
+        self.change_user(username, Event::SessionsRevoked, |tx, id| {
             users::bump_credential_version(tx, id)?;
             sessions::delete_for_user(tx, id)
         })
@@ -239,19 +246,28 @@ impl Admin {
 
     /// Deletes expired sessions now; returns how many.
     pub fn purge_sessions(&self) -> Result<usize, AdminError> {
-        let conn = self.store.connection()?;
-        Ok(sessions::purge_expired(&conn, unix_now())?)
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        let purged = sessions::purge_expired(&tx, unix_now())?;
+        let detail = format!("{purged} expired session(s) deleted");
+        record(&tx, Event::SessionsPurged, Subject::Nobody, &detail)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(purged)
     }
 
     /// Creates an introspection client with a random secret, returned to be
     /// shown once; only its hash is stored.
     pub fn add_client(&self, id: &ClientId) -> Result<Token, AdminError> {
         let secret = Token::generate()?;
-        let conn = self.store.connection()?;
-        clients::insert(&conn, id.as_str(), &secret.hash().0, unix_now()).map_err(|e| match e {
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        clients::insert(&tx, id.as_str(), &secret.hash().0, unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::ClientExists(id.to_string()),
             other => other.into(),
         })?;
+        let detail = format!("client {:?}", id.as_str());
+        record(&tx, Event::ClientAdded, Subject::Nobody, &detail)?;
+        tx.commit().map_err(StoreError::from)?;
         Ok(secret)
     }
 
@@ -277,6 +293,11 @@ impl Admin {
             // Dropping the transaction rolls the delete back.
             return Err(AdminError::LastClient(id.to_owned()));
         }
+        let detail = match none_left {
+            true => format!("client {id:?}, the last one: /introspect answers anyone"),
+            false => format!("client {id:?}"),
+        };
+        record(&tx, Event::ClientRemoved, Subject::Nobody, &detail)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(none_left)
     }
@@ -292,16 +313,25 @@ impl Admin {
     }
 
     /// Finds the user and runs `change` on their id in one immediate
-    /// transaction; `change` returns the number of sessions it ended.
+    /// transaction, recorded as `event`; `change` returns the number of
+    /// sessions it ended.
     fn change_user(
         &self,
         username: &Username,
+        event: Event,
         change: impl FnOnce(&Connection, i64) -> Result<usize, StoreError>,
     ) -> Result<UserChange, AdminError> {
         let mut conn = self.store.connection()?;
         let tx = immediate(&mut conn)?;
         let user = find_user(&tx, username)?;
         let sessions_ended = change(&tx, user.id)?;
+        let detail = match sessions_ended {
+            0 => String::new(),
+            n => format!("{n} session(s) ended"),
+        };
+        // Named, not by id: a deleted user's row is gone by now.
+        let subject = Subject::Named(&user.username, username.folded());
+        record(&tx, event, subject, &detail)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(UserChange {
             username: user.username,
@@ -321,6 +351,21 @@ impl Admin {
 pub(super) fn find_user(conn: &Connection, username: &Username) -> Result<users::User, AdminError> {
     users::find_by_folded_name(conn, username.folded())?
         .ok_or_else(|| AdminError::NoSuchUser(username.to_string()))
+}
+
+/// Records an administrator's change, made on the command line.
+pub(super) fn record(
+    conn: &Connection,
+    event: Event,
+    subject: Subject<'_>,
+    detail: &str,
+) -> Result<(), StoreError> {
+    audit::record(conn, event, Origin::Cli, subject, detail)
+}
+
+/// The user an event is about, by the name given.
+pub(super) fn named(username: &Username) -> Subject<'_> {
+    Subject::Named(username.as_str(), username.folded())
 }
 
 pub(super) fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {

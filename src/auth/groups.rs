@@ -8,7 +8,8 @@
 
 use rusqlite::Connection;
 
-use super::admin::{find_user, immediate, Admin, AdminError};
+use super::admin::{find_user, immediate, record, Admin, AdminError};
+use super::audit::{Event, Subject};
 use super::input::{GroupName, Username};
 use super::unix_now;
 use crate::store::{groups, users, StoreError};
@@ -47,11 +48,15 @@ impl Admin {
     /// Creates a group; [`AdminError::GroupExists`] when the name is taken
     /// in any case.
     pub fn add_group(&self, name: &GroupName) -> Result<(), AdminError> {
-        let conn = self.store.connection()?;
-        groups::insert(&conn, name.as_str(), name.folded(), unix_now()).map_err(|e| match e {
+        let mut conn = self.store.connection()?;
+        let tx = immediate(&mut conn)?;
+        groups::insert(&tx, name.as_str(), name.folded(), unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::GroupExists(name.to_string()),
             other => other.into(),
         })?;
+        let detail = format!("group {:?}", name.as_str());
+        record(&tx, Event::GroupAdded, Subject::Nobody, &detail)?;
+        tx.commit().map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -62,6 +67,8 @@ impl Admin {
         let group = find_group(&tx, name)?;
         let members = groups::delete(&tx, group.id)?
             .ok_or_else(|| AdminError::NoSuchGroup(name.to_string()))?;
+        let detail = format!("group {:?}, {members} member(s)", group.name);
+        record(&tx, Event::GroupRemoved, Subject::Nobody, &detail)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(GroupRemoved {
             name: group.name,
@@ -109,16 +116,14 @@ impl Admin {
         group: &GroupName,
         username: &Username,
     ) -> Result<Membership, AdminError> {
-        self.change_membership(group, username, |tx, group_id, user_id| {
-            groups::add_member(tx, group_id, user_id)
-        })
-        .and_then(|(membership, added)| match added {
-            true => Ok(membership),
-            false => Err(AdminError::AlreadyMember {
-                user: membership.username,
-                group: membership.group,
-            }),
-        })
+        self.change_membership(group, username, Event::MemberAdded, groups::add_member)
+            .and_then(|(membership, added)| match added {
+                true => Ok(membership),
+                false => Err(AdminError::AlreadyMember {
+                    user: membership.username,
+                    group: membership.group,
+                }),
+            })
     }
 
     /// Takes a user out of a group; [`AdminError::NotMember`] when they
@@ -128,24 +133,24 @@ impl Admin {
         group: &GroupName,
         username: &Username,
     ) -> Result<Membership, AdminError> {
-        self.change_membership(group, username, |tx, group_id, user_id| {
-            groups::remove_member(tx, group_id, user_id)
-        })
-        .and_then(|(membership, removed)| match removed {
-            true => Ok(membership),
-            false => Err(AdminError::NotMember {
-                user: membership.username,
-                group: membership.group,
-            }),
-        })
+        self.change_membership(group, username, Event::MemberRemoved, groups::remove_member)
+            .and_then(|(membership, removed)| match removed {
+                true => Ok(membership),
+                false => Err(AdminError::NotMember {
+                    user: membership.username,
+                    group: membership.group,
+                }),
+            })
     }
 
     /// Finds the group, then the user, and runs `change` on their ids in
-    /// one immediate transaction (committed only when it changed something).
+    /// one immediate transaction, committed (and recorded as `event`) only
+    /// when it changed something.
     fn change_membership(
         &self,
         group: &GroupName,
         username: &Username,
+        event: Event,
         change: impl FnOnce(&Connection, i64, i64) -> Result<bool, StoreError>,
     ) -> Result<(Membership, bool), AdminError> {
         let mut conn = self.store.connection()?;
@@ -154,6 +159,9 @@ impl Admin {
         let user = find_user(&tx, username)?;
         let changed = change(&tx, found.id, user.id)?;
         if changed {
+            let detail = format!("group {:?}", found.name);
+            let subject = Subject::Named(&user.username, username.folded());
+            record(&tx, event, subject, &detail)?;
             tx.commit().map_err(StoreError::from)?;
         }
         let membership = Membership {

@@ -96,8 +96,9 @@ pub struct Attempt<'l> {
 
 impl Attempt<'_> {
     /// The password was wrong (or the user unknown or disabled): a failure.
-    pub fn failed(mut self, now: i64) {
-        self.settle(Outcome::Failure, now);
+    /// Returns the bans this failure started, for the audit trail.
+    pub fn failed(mut self, now: i64) -> BansStarted {
+        self.settle(Outcome::Failure, now)
     }
 
     /// The password was right: not a failure, and the username's count is cleared.
@@ -105,10 +106,11 @@ impl Attempt<'_> {
         self.settle(Outcome::Success, now);
     }
 
-    fn settle(&mut self, outcome: Outcome, now: i64) {
+    fn settle(&mut self, outcome: Outcome, now: i64) -> BansStarted {
         let limiter = self.limiter;
+        let mut started = BansStarted::default();
         if let Some(username) = self.username.take() {
-            limiter.by_username.settle(&username, outcome, limiter, now);
+            started.username = limiter.by_username.settle(&username, outcome, limiter, now);
         }
         if let Some(address) = self.address.take() {
             // A success on one account says nothing about the other names
@@ -117,8 +119,11 @@ impl Attempt<'_> {
                 Outcome::Success => Outcome::Abandoned,
                 other => other,
             };
-            limiter.by_address.settle(&address, outcome, limiter, now);
+            if limiter.by_address.settle(&address, outcome, limiter, now) {
+                started.address = Some(address);
+            }
         }
+        started
     }
 }
 
@@ -128,6 +133,15 @@ impl Drop for Attempt<'_> {
             self.settle(Outcome::Abandoned, super::unix_now());
         }
     }
+}
+
+/// The bans a failure started (a key already banned starts none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BansStarted {
+    /// The username is banned from now on.
+    pub username: bool,
+    /// The address, as counted ([`address_key`]), is banned from now on.
+    pub address: Option<IpAddr>,
 }
 
 impl Limiter {
@@ -140,6 +154,11 @@ impl Limiter {
             by_username: Table::new(),
             by_address: Table::new(),
         }
+    }
+
+    /// How long a ban lasts, in seconds.
+    pub fn ban_secs(&self) -> i64 {
+        self.ban_secs
     }
 
     /// Reserves a login attempt for `username` and `address`, or
@@ -238,7 +257,8 @@ impl<K: Hash + Eq + Clone> Table<K> {
         Ok(true)
     }
 
-    fn settle<Q>(&self, key: &Q, outcome: Outcome, limits: &Limiter, now: i64)
+    /// Settles one reservation of `key`; true when it started a ban.
+    fn settle<Q>(&self, key: &Q, outcome: Outcome, limits: &Limiter, now: i64) -> bool
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -247,8 +267,9 @@ impl<K: Hash + Eq + Clone> Table<K> {
         // Entries with a reservation are never evicted; absent is a bug
         // elsewhere, and nothing to count.
         let Some(entry) = entries.get_mut(key) else {
-            return;
+            return false;
         };
+        let mut ban_started = false;
         entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.prune(limits.window_secs, now);
         match outcome {
@@ -256,6 +277,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
                 entry.failures.push_back(now);
                 let failures = u32::try_from(entry.failures.len()).unwrap_or(u32::MAX);
                 if failures >= limits.max_failures {
+                    ban_started = entry.banned_until <= now && limits.ban_secs > 0;
                     entry.banned_until = entry.banned_until.max(now + limits.ban_secs);
                 }
             }
@@ -267,6 +289,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
         if entry.is_idle(now) {
             entries.remove(key);
         }
+        ban_started
     }
 }
 

@@ -4,14 +4,14 @@ use std::net::IpAddr;
 
 use rusqlite::Connection;
 
+use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
+use super::limiter::BansStarted;
 use super::token::{RandomError, Token};
 use super::{unix_now, Auth, AuthError};
 use crate::store::sessions::{self, Inserted};
 use crate::store::{users, StoreError, TransactionBehavior};
 
-/// Longest User-Agent kept for the session inventory, in characters.
-const MAX_USER_AGENT_CHARS: usize = 256;
 /// Tokens drawn for one login before giving up. A draw is refused only when
 /// its hash's first 64 bits are taken (odds 2^-64 per stored session), so
 /// a second draw already never happens in practice.
@@ -20,11 +20,10 @@ const MAX_DRAWS: usize = 4;
 /// Where a login comes from.
 #[derive(Debug, Clone)]
 pub struct Client {
-    /// The client address recorded with the session.
-    pub ip: IpAddr,
+    /// The address and user agent recorded with the session and its audit rows.
+    pub requester: Requester,
     /// The address the per-address limit counts, when it is known reliably.
     pub limited_address: Option<IpAddr>,
-    pub user_agent: String,
 }
 
 /// A session just created by a login, with the times its answer reports.
@@ -102,40 +101,110 @@ impl Auth {
         let user = match user {
             Some(user) if matches && !user.disabled => user,
             _ => {
-                attempt.failed(unix_now());
-                log_failure(user.as_ref().map(|u| u.username.as_str()), client.ip);
+                let bans = attempt.failed(unix_now());
+                let account = user
+                    .as_ref()
+                    .map(|u| (u.username.clone(), folded.to_owned()));
+                let reason = match &user {
+                    None => "unknown user",
+                    Some(u) if u.disabled && matches => "account disabled",
+                    Some(u) if u.disabled => "wrong password; account disabled",
+                    Some(_) => "wrong password",
+                };
+                log_failure(
+                    account.as_ref().map(|(name, _)| name.as_str()),
+                    client.requester.ip,
+                );
+                self.record_failure(account, client.requester, reason, bans)
+                    .await;
                 return Err(AuthError::InvalidCredentials);
             }
         };
         attempt.succeeded(unix_now());
 
         let lifetimes = inner.lifetimes;
-        let user_agent: String = client
-            .user_agent
-            .chars()
-            .take(MAX_USER_AGENT_CHARS)
-            .collect();
-        let ip = client.ip.to_string();
-        inner
+        let requester = client.requester.clone();
+        let account = (user.username.clone(), folded.to_owned());
+        let created = inner
             .store
             .run(move |conn| {
                 let now = unix_now();
                 let (expires_at, max_expires_at) = lifetimes.new_session(now);
+                let ip = requester.ip.to_string();
                 let fields = sessions::NewSession {
                     user_id: user.id,
                     created_at: now,
                     expires_at,
                     max_expires_at,
                     ip: &ip,
-                    user_agent: &user_agent,
+                    user_agent: &requester.user_agent,
                 };
                 let checked = Checked {
                     credential_version: user.credential_version,
                     upgraded_hash: upgraded_hash.as_deref(),
+                    requester: &requester,
                 };
                 Ok(create_session(conn, &checked, fields, Token::generate))
             })
-            .await?
+            .await?;
+        if let Err(AuthError::CredentialsChanged) = created {
+            let reason = "the credentials changed during the check";
+            self.record_failure(
+                Some(account),
+                client.requester,
+                reason,
+                BansStarted::default(),
+            )
+            .await;
+        }
+        created
+    }
+
+    /// Records a failed login, and the bans it started, in one transaction
+    /// of their own. A failure to write is logged, not answered: the login
+    /// is refused either way.
+    async fn record_failure(
+        &self,
+        account: Option<(String, String)>,
+        requester: Requester,
+        reason: &'static str,
+        bans: BansStarted,
+    ) {
+        let ban_secs = self.inner.limiter.ban_secs();
+        let written = self
+            .inner
+            .store
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let origin = Origin::Http(&requester);
+                let subject = match &account {
+                    Some((name, folded)) => Subject::Named(name, folded),
+                    None => Subject::Nobody,
+                };
+                audit::record(&tx, Event::LoginFailed, origin, subject, reason)?;
+                if bans.username {
+                    // The name typed is kept only when an account has it.
+                    let detail = match account {
+                        Some(_) => format!("username refused for {ban_secs}s"),
+                        None => format!("a username no account has refused for {ban_secs}s"),
+                    };
+                    audit::record(&tx, Event::BanStarted, origin, subject, &detail)?;
+                }
+                if let Some(address) = bans.address {
+                    let counted = match address {
+                        IpAddr::V4(_) => address.to_string(),
+                        IpAddr::V6(_) => format!("{address}/64"),
+                    };
+                    let detail = format!("address {counted} refused for {ban_secs}s");
+                    audit::record(&tx, Event::BanStarted, origin, Subject::Nobody, &detail)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot write a failed login to the audit trail");
+        }
     }
 }
 
@@ -144,6 +213,8 @@ impl Auth {
 struct Checked<'a> {
     credential_version: i64,
     upgraded_hash: Option<&'a str>,
+    /// Who logged in, for the audit row written with the session.
+    requester: &'a Requester,
 }
 
 /// The login's one write, in one immediate transaction: the hash upgrade
@@ -167,6 +238,14 @@ fn create_session(
         users::upgrade_password_hash(&tx, session.user_id, checked.credential_version, hash)?;
     }
     let created = insert_session(&tx, draw, session)?;
+    let origin = Origin::Http(checked.requester);
+    audit::record(
+        &tx,
+        Event::LoginOk,
+        origin,
+        Subject::User(session.user_id),
+        "",
+    )?;
     tx.commit().map_err(StoreError::from)?;
     Ok(created)
 }

@@ -10,6 +10,7 @@
 //! through the [`Store`], password hashing through the bounded [`Hasher`].
 
 pub mod admin;
+pub mod audit;
 pub mod expiry;
 pub mod groups;
 pub mod hasher;

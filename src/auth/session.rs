@@ -4,6 +4,7 @@
 //! Every check reads the row and hands it to `Lifetimes::evaluate`; a
 //! check that slides the expiry writes it back in [`Auth::settle`].
 
+use super::audit::{self, Event, Origin, Requester, Subject};
 use super::expiry::Verdict;
 use super::token::TokenHash;
 use super::{unix_now, Auth, AuthError};
@@ -130,20 +131,32 @@ impl Auth {
     }
 
     /// Revokes one token; revoking an unknown token is not an error.
-    pub async fn logout(&self, token: &str) -> Result<(), AuthError> {
+    pub async fn logout(&self, token: &str, requester: Requester) -> Result<(), AuthError> {
         let Some(hash) = TokenHash::of_token(token) else {
             return Ok(());
         };
         self.inner
             .store
-            .run(move |conn| sessions::delete_by_token_hash(conn, &hash.0))
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if let Some(user_id) = sessions::delete_by_token_hash(&tx, &hash.0)? {
+                    let origin = Origin::Http(&requester);
+                    audit::record(&tx, Event::Logout, origin, Subject::User(user_id), "")?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
             .await?;
         Ok(())
     }
 
     /// Revokes every session of the token's user; [`AuthError::Unauthorized`]
     /// when the token is not valid.
-    pub async fn logout_everywhere(&self, token: &str) -> Result<usize, AuthError> {
+    pub async fn logout_everywhere(
+        &self,
+        token: &str,
+        requester: Requester,
+    ) -> Result<usize, AuthError> {
         let hash = TokenHash::of_token(token).ok_or(AuthError::Unauthorized)?;
         let lifetimes = self.inner.lifetimes;
         self.inner
@@ -162,6 +175,15 @@ impl Auth {
                 // not add a session after this: it compares the version.
                 users::bump_credential_version(&tx, user_id)?;
                 let revoked = sessions::delete_for_user(&tx, user_id)?;
+                let detail = format!("{revoked} session(s) ended");
+                let origin = Origin::Http(&requester);
+                audit::record(
+                    &tx,
+                    Event::LogoutAll,
+                    origin,
+                    Subject::User(user_id),
+                    &detail,
+                )?;
                 tx.commit()?;
                 Ok(Some(revoked))
             })
@@ -179,11 +201,32 @@ impl Auth {
     }
 
     /// Revokes the user's own session `session_id`; false when it is not theirs.
-    pub async fn revoke_session(&self, user_id: i64, session_id: i64) -> Result<bool, AuthError> {
+    pub async fn revoke_session(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        requester: Requester,
+    ) -> Result<bool, AuthError> {
         Ok(self
             .inner
             .store
-            .run(move |conn| sessions::delete_by_id(conn, user_id, session_id))
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !sessions::delete_by_id(&tx, user_id, session_id)? {
+                    return Ok(false);
+                }
+                let detail = format!("session {session_id}");
+                let origin = Origin::Http(&requester);
+                audit::record(
+                    &tx,
+                    Event::SessionRevoked,
+                    origin,
+                    Subject::User(user_id),
+                    &detail,
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
             .await?)
     }
 

@@ -6,9 +6,11 @@
 //! transactions). Errors carry context and are printed by `main` on one line.
 //!
 //! Here: the clap types and the dispatch. One file per command family:
-//! `users` (user, session), `clients`, `groups`, `access`, `config`; `table` prints.
+//! `users` (user, session), `clients`, `groups`, `access`, `config`,
+//! `audit`; `table` prints.
 
 mod access;
+mod audit;
 mod clients;
 mod config;
 mod groups;
@@ -64,6 +66,18 @@ pub enum Command {
     /// Check the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the audit trail (security events), oldest first
+    Audit {
+        /// Only the events about this user (also after the account is deleted)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Only the events of this last while, e.g. 1h, 7d
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// One JSON object per line, for jq and log shippers
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the database to FILE, even while serving
     Backup {
         /// Where to write the copy (replaced atomically if it exists)
@@ -209,6 +223,12 @@ pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::Session(cmd) => users::session(cmd, &open_admin(config)?),
         Command::Client(cmd) => clients::client(cmd, &open_admin(config)?),
         Command::Group(cmd) => groups::group(cmd, &open_admin(config)?),
+        Command::Audit { user, since, json } => audit::audit(
+            &open_admin(config)?,
+            user.as_deref(),
+            since.as_deref(),
+            json,
+        ),
         Command::Backup { file } => {
             open_admin(config)?.backup(&file)?;
             println!("Backed up the database to {}.", file.display());

@@ -9,10 +9,16 @@ use std::io::{ErrorKind, Write};
 pub struct OutputClosed;
 
 pub(super) fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    write_table(headers, rows).map_err(|e| match e.kind() {
+    write_table(headers, rows).map_err(output_error)
+}
+
+/// A failed write to standard output: [`OutputClosed`] when its reader
+/// went away, else an error that says where it happened.
+pub(super) fn output_error(e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
         ErrorKind::BrokenPipe => anyhow::Error::new(OutputClosed),
         _ => anyhow::Error::new(e).context("cannot write to standard output"),
-    })
+    }
 }
 
 fn write_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {

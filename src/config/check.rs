@@ -123,6 +123,17 @@ pub fn warnings(config: &Config, has_client: Option<bool>) -> Vec<Warning> {
             ),
         });
     }
+    let retention = config.audit.retention;
+    if !retention.is_zero() && retention < std::time::Duration::from_secs(7 * 86_400) {
+        found.push(Warning {
+            key: "audit.retention",
+            message: format!(
+                "{}s keeps less than a week of audit events: an incident noticed \
+                 on Monday may already be purged",
+                retention.as_secs()
+            ),
+        });
+    }
     found
 }
 
@@ -180,6 +191,17 @@ mod tests {
     fn no_introspection_client_warns_only_when_the_database_said_so() {
         assert_eq!(keys(&Config::default(), Some(false)), ["clients"]);
         assert!(keys(&Config::default(), None).is_empty());
+    }
+
+    #[test]
+    fn an_audit_retention_under_a_week_warns_but_forever_does_not() {
+        let mut config = Config::default();
+        config.audit.retention = std::time::Duration::from_secs(86_400);
+        assert_eq!(keys(&config, Some(true)), ["audit.retention"]);
+        config.audit.retention = std::time::Duration::ZERO;
+        assert!(keys(&config, Some(true)).is_empty());
+        config.audit.retention = std::time::Duration::from_secs(7 * 86_400);
+        assert!(keys(&config, Some(true)).is_empty());
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn effective_settings(config: &Config) -> Vec<(String, String)> {
         "log.format",
         quote(&format!("{:?}", config.log.format).to_lowercase()),
     );
+    put("audit.retention", duration(config.audit.retention));
     out
 }
 

@@ -41,6 +41,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub access: AccessConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
 }
 
 /// `[server]`: where to listen and whom to believe about client addresses.
@@ -103,6 +104,30 @@ pub struct LoginConfig {
     pub default_redirect: String,
     /// Hosts (besides this one and subdomains of `cookie_domain`) that `rd` may name.
     pub allowed_redirect_hosts: Vec<String>,
+}
+
+/// `[audit]`: how long the audit trail keeps its events.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this are purged in the background; zero keeps them forever.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl AuditConfig {
+    /// The retention to purge with, or `None` when events are kept forever.
+    pub fn purge_after(&self) -> Option<Duration> {
+        (!self.retention.is_zero()).then_some(self.retention)
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -261,6 +286,13 @@ impl Config {
                     &format!("{host:?} is not a host name"),
                 );
             }
+        }
+        let retention = self.audit.retention;
+        if !retention.is_zero() && retention < Duration::from_secs(3600) {
+            return bad(
+                "audit.retention",
+                "must be at least 1h, or \"0s\" to keep events forever",
+            );
         }
         self.access.validate()
     }

@@ -130,3 +130,22 @@ fn syntax_errors_name_the_file_and_line_on_one_line() {
     assert!(err.contains("test.toml") && err.contains("line 2"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
+
+#[test]
+fn the_audit_retention_is_at_least_an_hour_or_zero_for_forever() {
+    assert_eq!(
+        Config::default().audit.purge_after(),
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    let config = load(None, &[("LATCHKEY_AUDIT__RETENTION", "0s")]).unwrap();
+    assert_eq!(config.audit.purge_after(), None);
+    let config = load(Some("[audit]\nretention = \"1h\"\n"), &[]).unwrap();
+    assert_eq!(config.audit.purge_after(), Some(Duration::from_secs(3600)));
+    let err = load(Some("[audit]\nretention = \"59m\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("audit.retention") && err.contains("1h"),
+        "{err}"
+    );
+}

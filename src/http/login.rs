@@ -8,6 +8,7 @@ use super::body::{body_kind, read_body, BodyKind, Fields};
 use super::error::{no_store, ApiError};
 use super::page::{html_response, login_page as render};
 use super::AppState;
+use crate::auth::audit::Requester;
 use crate::auth::input::{Password, Username};
 use crate::auth::{AuthError, Client, NewSession};
 
@@ -93,9 +94,8 @@ async fn attempt(
     let username = Username::parse(username)?;
     let address = state.client_address(req);
     let client = Client {
-        ip: address.ip,
+        requester: Requester::new(address.ip, &super::extract::user_agent(req)),
         limited_address: address.limited,
-        user_agent: super::extract::user_agent(req),
     };
     let outcome = state.auth.login(&username, password, client).await;
     // Only a login that succeeded names its user here: what was typed may be

@@ -20,10 +20,13 @@ pub async fn logout(
     }
     match token {
         Some((token, _)) if all => {
-            state.auth.logout_everywhere(token).await?;
+            state
+                .auth
+                .logout_everywhere(token, state.requester(&req))
+                .await?;
         }
         None if all => return Err(ApiError::Unauthorized),
-        Some((token, _)) => state.auth.logout(token).await?,
+        Some((token, _)) => state.auth.logout(token, state.requester(&req)).await?,
         None => {}
     }
     Ok(HttpResponse::NoContent()

@@ -65,7 +65,11 @@ pub async fn delete_session(
         .get("id")
         .and_then(|id| id.parse().ok())
         .ok_or(ApiError::NotFound)?;
-    if state.auth.revoke_session(identity.user_id, id).await? {
+    if state
+        .auth
+        .revoke_session(identity.user_id, id, state.requester(&req))
+        .await?
+    {
         let mut response = HttpResponse::NoContent();
         response.insert_header(no_store());
         // A browser that ended its own session drops the dead cookie, as

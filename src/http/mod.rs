@@ -28,6 +28,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::access::{Rules, SharedRules};
+use crate::auth::audit::Requester;
 use crate::auth::{Auth, Identity};
 use crate::config::{Config, IpNet};
 use cookie::CookieSettings;
@@ -89,6 +90,11 @@ impl AppState {
             }
         }
         address
+    }
+
+    /// Who sent the request, as its audit rows record them.
+    fn requester(&self, req: &HttpRequest) -> Requester {
+        Requester::new(self.client_address(req).ip, &extract::user_agent(req))
     }
 
     /// Scheme, host and port the client addressed (forwarded ones only from

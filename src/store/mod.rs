@@ -8,6 +8,7 @@
 //! them inline on the worker when that cannot wait and falls back to `run`.
 //! Synchronous callers (the admin use cases) take a [`Store::connection`].
 
+pub mod audit;
 pub mod backup;
 pub mod clients;
 pub mod files;

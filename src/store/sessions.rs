@@ -156,12 +156,20 @@ pub fn extend(conn: &Connection, token_hash: &[u8; 32], expires_at: i64) -> Resu
     Ok(())
 }
 
-/// Deletes the session with this token hash; false when there was none.
-pub fn delete_by_token_hash(conn: &Connection, token_hash: &[u8; 32]) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("DELETE FROM sessions WHERE lookup_key = ?1 AND token_hash = ?2")?
-        .execute(params![lookup_key(token_hash), &token_hash[..]])?;
-    Ok(changed == 1)
+/// Deletes the session with this token hash; returns its user's id, or
+/// `None` when there was none.
+pub fn delete_by_token_hash(
+    conn: &Connection,
+    token_hash: &[u8; 32],
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM sessions WHERE lookup_key = ?1 AND token_hash = ?2 RETURNING user_id",
+        )?
+        .query_row(params![lookup_key(token_hash), &token_hash[..]], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }
 
 /// Deletes session `id` if it belongs to `user_id`; false otherwise.
@@ -295,7 +303,7 @@ mod tests {
         insert_at(&conn, &[1; 32], user, 10, 50);
         insert_at(&conn, &[2; 32], user, 10, 50);
         // The newest session, then every session, goes.
-        assert!(delete_by_token_hash(&conn, &[2; 32]).unwrap());
+        assert_eq!(delete_by_token_hash(&conn, &[2; 32]).unwrap(), Some(user));
         assert_eq!(
             insert_at(&conn, &[3; 32], user, 10, 50),
             Inserted::Stored(3)
@@ -367,7 +375,7 @@ mod tests {
         };
         assert!(!delete_by_id(&conn, user + 1, id).unwrap());
         assert!(delete_by_id(&conn, user, id).unwrap());
-        assert!(!delete_by_token_hash(&conn, &[1; 32]).unwrap());
+        assert_eq!(delete_by_token_hash(&conn, &[1; 32]).unwrap(), None);
     }
 
     #[test]
@@ -384,7 +392,7 @@ mod tests {
         // The twin finds nothing and cannot extend or delete the stored row.
         assert!(find_by_token_hash(&conn, &twin).unwrap().is_none());
         extend(&conn, &twin, 90).unwrap();
-        assert!(!delete_by_token_hash(&conn, &twin).unwrap());
+        assert_eq!(delete_by_token_hash(&conn, &twin).unwrap(), None);
         let row = find_by_token_hash(&conn, &stored).unwrap().unwrap();
         assert_eq!((row.session_id, row.expires_at), (1, 50));
     }

@@ -303,6 +303,8 @@ fn a_listing_whose_reader_has_gone_ends_quietly_with_status_0() {
         &["session", "list"],
         &["client", "list"],
         &["group", "list"],
+        &["audit"],
+        &["audit", "--json"],
     ] {
         // `| true` has exited before latchkey writes: its first line meets
         // a pipe with no reader, as `latchkey user list | head -0` would.
@@ -1272,13 +1274,14 @@ fn without_any_config_the_defaults_apply() {
 #[test]
 fn every_command_creates_and_migrates_the_database() {
     let sandbox = Sandbox::new();
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &["user", "list"],
         &["user", "add", "alice", "--password-stdin"],
         &["session", "list"],
         &["session", "purge"],
         &["client", "list"],
         &["group", "list"],
+        &["audit"],
         &["backup", "copy.db"],
     ];
     for (i, args) in commands.iter().enumerate() {
@@ -1300,11 +1303,13 @@ fn every_command_creates_and_migrates_the_database() {
         assert_eq!(
             tables,
             [
+                "audit",
                 "clients",
                 "groups",
                 "memberships",
                 "session_counter",
                 "sessions",
+                "sqlite_sequence",
                 "users"
             ],
             "{args:?}"

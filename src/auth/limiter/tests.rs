@@ -209,3 +209,46 @@ fn a_table_full_of_bans_leaves_new_keys_uncounted_and_intact() {
     attempt.failed(1000);
     assert_eq!(l.by_username.lock().len(), MAX_ENTRIES);
 }
+
+#[test]
+fn a_failure_says_which_bans_it_started_once_each() {
+    let l = limiter();
+    let v6: IpAddr = "2001:db8::1:2".parse().unwrap();
+    let none = BansStarted::default();
+    // Two names from one /64: the third failure bans that address, and
+    // the name whose third failure it is.
+    assert_eq!(l.reserve("alice", Some(v6), 10).unwrap().failed(10), none);
+    assert_eq!(l.reserve("alice", Some(v6), 11).unwrap().failed(11), none);
+    let third = l.reserve("bob", Some(v6), 12).unwrap().failed(12);
+    assert_eq!(
+        third,
+        BansStarted {
+            username: false,
+            address: Some("2001:db8::".parse().unwrap()),
+        }
+    );
+    let other: IpAddr = "192.0.2.7".parse().unwrap();
+    let banned = l.reserve("alice", Some(other), 13).unwrap().failed(13);
+    assert_eq!(
+        banned,
+        BansStarted {
+            username: true,
+            address: None,
+        }
+    );
+    // A success is never a ban.
+    l.reserve("carol", Some(other), 14).unwrap().succeeded(14);
+}
+
+#[test]
+fn a_zero_ban_duration_starts_no_ban() {
+    let l = Limiter::new(&LoginConfig {
+        max_failures: 1,
+        ban_duration: Duration::ZERO,
+        ..LoginConfig::default()
+    });
+    assert_eq!(
+        l.reserve("alice", None, 10).unwrap().failed(10),
+        BansStarted::default()
+    );
+}

@@ -12,6 +12,23 @@ fn fields(user_id: i64) -> sessions::NewSession<'static> {
     }
 }
 
+fn requester() -> Requester {
+    Requester::new([192, 0, 2, 9].into(), "test")
+}
+
+/// `event username ip` of every audit row, oldest first.
+fn audit_events(conn: &Connection) -> Vec<String> {
+    let filter = crate::store::audit::Filter::default();
+    crate::store::audit::page(conn, &filter, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let user = e.username.unwrap_or_default();
+            format!("{} {user} {}", e.event, e.ip.unwrap_or_default())
+        })
+        .collect()
+}
+
 fn session_count(conn: &Connection) -> i64 {
     conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
         .unwrap()
@@ -26,6 +43,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
     let checked = Checked {
         credential_version: read.credential_version,
         upgraded_hash: Some("$argon2id$upgraded"),
+        requester: &requester(),
     };
     let created = create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
     assert!(sessions::find_by_token_hash(&conn, &created.token.hash().0)
@@ -37,6 +55,11 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
     assert_eq!(user.credential_version, read.credential_version);
     create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
     assert_eq!(session_count(&conn), 2);
+    // Each with its audit row, written in the same transaction.
+    assert_eq!(
+        audit_events(&conn),
+        ["login_ok alice 192.0.2.9", "login_ok alice 192.0.2.9"]
+    );
 }
 
 #[test]
@@ -60,6 +83,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
         let checked = Checked {
             credential_version: read.credential_version,
             upgraded_hash: Some("$argon2id$old-upgraded"),
+            requester: &requester(),
         };
         let result = create_session(&mut conn, &checked, fields(alice), Token::generate);
         assert!(
@@ -68,6 +92,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
             result.err()
         );
         assert_eq!(session_count(&conn), 0, "{name}");
+        assert!(audit_events(&conn).is_empty(), "{name}");
         if let Some(user) = users::find_by_id(&conn, alice).unwrap() {
             assert_ne!(user.password_hash, "$argon2id$old-upgraded", "{name}");
         }

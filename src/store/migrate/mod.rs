@@ -25,6 +25,7 @@ const MIGRATIONS: &[Migration] = &[
     users_credential_version,
     groups_and_memberships,
     users_group_names,
+    audit_trail,
 ];
 
 /// The schema version this build writes and understands.
@@ -161,6 +162,27 @@ fn users_group_names(tx: &Transaction<'_>) -> Result<(), StoreError> {
                   WHERE m.user_id = OLD.user_id), '')
              WHERE id = OLD.user_id;
          END;",
+    )?;
+    Ok(())
+}
+
+/// Version 7: the `audit` table (see schema.sql). Nothing existing
+/// changes; the trail starts empty.
+fn audit_trail(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE audit (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            at              INTEGER NOT NULL,
+            event           TEXT    NOT NULL,
+            username        TEXT,
+            username_folded TEXT,
+            ip              TEXT,
+            user_agent      TEXT,
+            source          TEXT    NOT NULL CHECK (source IN ('http', 'cli')),
+            detail          TEXT    NOT NULL DEFAULT ''
+         );
+         CREATE INDEX audit_by_time ON audit (at);
+         CREATE INDEX audit_by_user ON audit (username_folded, id);",
     )?;
     Ok(())
 }

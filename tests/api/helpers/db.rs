@@ -125,7 +125,9 @@ pub fn insert_session(conn: &Connection, id: i64, session: &sessions::NewSession
             break;
         }
         assert!(id < wanted, "session id {wanted} was handed out already");
-        assert!(sessions::delete_by_token_hash(conn, &hash).unwrap());
+        assert!(sessions::delete_by_token_hash(conn, &hash)
+            .unwrap()
+            .is_some());
     }
 }
 
@@ -284,6 +286,32 @@ impl TestApp {
     pub fn remove_client(&self, id: &str) {
         let removed = clients::delete(&self.store_connection(), id).unwrap();
         assert!(removed, "no client {id:?}");
+    }
+
+    /// The whole audit trail, oldest first, as `latchkey audit` reads it.
+    pub fn audit_trail(&self) -> Vec<latchkey::auth::audit::Entry> {
+        let admin = self.admin();
+        let mut listing = admin.audit_trail(None, None);
+        let mut all = Vec::new();
+        loop {
+            let page = listing.next_page().expect("read the audit trail");
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Every text stored in the audit table, joined: for checking that no
+    /// secret is among them.
+    pub fn audit_text(&self) -> String {
+        column::<String>(
+            &self.db(),
+            "SELECT event || ' ' || ifnull(username, '') || ' ' || ifnull(username_folded, '')
+                    || ' ' || ifnull(ip, '') || ' ' || ifnull(user_agent, '') || ' ' || source
+                    || ' ' || detail FROM audit ORDER BY id",
+        )
+        .join("\n")
     }
 
     /// Deletes expired sessions, as the server's background task does.

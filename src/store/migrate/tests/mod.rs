@@ -428,3 +428,5 @@ fn a_version_2_file_without_sessions_starts_the_ids_at_1() {
     run(&mut conn, &path).unwrap();
     assert_eq!(insert_test_session(&conn, 1, 1), 1);
 }
+
+mod audit;
