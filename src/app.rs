@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -12,6 +13,7 @@ use crate::access::SharedRules;
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::http::{self, body::MAX_BODY_BYTES, AppState};
+use crate::ops::metrics::Metrics;
 use crate::store::{clients, Store, StoreError};
 
 /// How often expired sessions are deleted from the file.
@@ -30,12 +32,20 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("cannot serve on the listener")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen on {address} ({key}): {cause}")]
+    Listen {
+        key: &'static str,
+        address: SocketAddr,
+        cause: std::io::Error,
+    },
 }
 
 /// A built server, ready to run.
 pub struct App {
     server: Server,
     local_addr: SocketAddr,
+    /// The `metrics.listen` listener and its address, when set.
+    metrics_server: Option<(Server, SocketAddr)>,
     auth: Auth,
     /// Closed last, once the server has stopped.
     store: Store,
@@ -52,6 +62,17 @@ pub struct App {
 /// Opens the database, starts the hashing threads and binds the routes to
 /// `listener`. Must be called inside a tokio (actix) runtime.
 pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> {
+    // First, like the main listener: a taken port is the one error said.
+    let metrics_listener = match config.metrics.listen {
+        Some(address) => Some(
+            TcpListener::bind(address).map_err(|cause| StartError::Listen {
+                key: "metrics.listen",
+                address,
+                cause,
+            })?,
+        ),
+        None => None,
+    };
     let store = Store::open(&config.database.path, config.database.pool_size)?;
     if !clients::any_exist(&*store.connection()?)? {
         tracing::warn!(
@@ -60,8 +81,16 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         );
     }
     let readers = store.reader_closer();
-    let auth = Auth::new(config, store.clone())?;
-    let state = web::Data::new(AppState::new(config, auth.clone()));
+    let metrics = config
+        .metrics
+        .listen
+        .map(|_| Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))));
+    let auth = Auth::new(config, store.clone(), metrics.clone())?;
+    let metrics_server = match (metrics_listener, metrics.clone()) {
+        (Some(listener), Some(metrics)) => Some(metrics_server(listener, metrics, auth.clone())?),
+        _ => None,
+    };
+    let state = web::Data::new(AppState::new(config, auth.clone(), metrics));
     let access = state.access.clone();
     tracing::info!(
         "access rules loaded ({} rules, default_policy {})",
@@ -94,6 +123,7 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
     Ok(App {
         server,
         local_addr,
+        metrics_server,
         auth,
         store,
         access,
@@ -108,6 +138,11 @@ impl App {
     /// The address actually listened on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(_, address)| *address)
     }
 
     /// A handle to stop the server gracefully.
@@ -211,7 +246,18 @@ impl App {
             self.audit_retention,
             stop,
         ));
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        // Scrapes go on while requests in flight finish, then stop too.
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "the metrics listener did not stop cleanly");
+            }
+        }
         // No request runs any more (or shutdown_timeout cut it off). A
         // purge under way finishes; the listeners hold no database handle.
         drop(stop_purging);
@@ -233,6 +279,31 @@ impl App {
         }
         result
     }
+}
+
+/// The `metrics.listen` listener: `GET /metrics` on one worker, apart from
+/// the main listener, which never serves it.
+fn metrics_server(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    auth: Auth,
+) -> Result<(Server, SocketAddr), StartError> {
+    let local_addr = listener.local_addr()?;
+    let state = web::Data::new(http::metrics::MetricsState { metrics, auth });
+    let server = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(state.clone())
+            .configure(http::metrics::configure)
+            .default_service(web::to(http::metrics::not_found))
+    })
+    .workers(1)
+    // A scrape takes milliseconds; nothing to wait long for at a stop.
+    .shutdown_timeout(2)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    tracing::info!("metrics listening on http://{local_addr}/metrics");
+    Ok((server, local_addr))
 }
 
 /// Deletes expired sessions, and audit events older than `audit_retention`,

@@ -21,6 +21,10 @@ const ACCESS_RULES_TARGET: f64 = 0.95;
 /// The scenario of `/verify` through the access rules, and the one without.
 const ACCESS_RULES_ROW: usize = 10;
 const VERIFY_ROW: usize = 2;
+/// `/verify` with metrics.listen set, against [`VERIFY_ROW`].
+const METRICS_ROW: usize = 11;
+/// Its requests/s over plain `/verify`'s must stay at or above this (issue 12).
+const METRICS_TARGET: f64 = 0.97;
 
 /// `1000` → `1k`, `1000000` → `1M`.
 pub fn count_label(n: usize) -> String {
@@ -329,6 +333,7 @@ pub fn print_report(
     }
     print_cpu_ratios(rows, lookups);
     print_access_rules_cost(rows);
+    print_metrics_cost(rows);
     println!();
     println!("total time {:.0} s", elapsed.as_secs_f64());
 }
@@ -348,6 +353,23 @@ fn print_access_rules_cost(rows: &[Row]) {
         100.0 * ruled.result.rps() / plain.result.rps(),
         100.0 * ACCESS_RULES_TARGET,
         server_cpu_us(ruled),
+        server_cpu_us(plain),
+    );
+}
+
+/// What counting every answer costs: the metrics row against plain `/verify`.
+fn print_metrics_cost(rows: &[Row]) {
+    let row = |number: usize| rows.iter().find(|r| r.number == number);
+    let (Some(plain), Some(counted)) = (row(VERIFY_ROW), row(METRICS_ROW)) else {
+        return;
+    };
+    println!();
+    println!(
+        "verify with metrics / verify: {:.1} % of the requests/s (target >= {:.0} %), \
+         {:.1} µs vs {:.1} µs server CPU per request (rows {METRICS_ROW} and {VERIFY_ROW})",
+        100.0 * counted.result.rps() / plain.result.rps(),
+        100.0 * METRICS_TARGET,
+        server_cpu_us(counted),
         server_cpu_us(plain),
     );
 }

@@ -15,7 +15,7 @@ use latchkey::auth::unix_now;
 use crate::procfs::{vm_hwm_kib, wait_for_quiet, CpuTicks, CpuUse};
 use crate::report::count_label;
 use crate::seed::{copy_database, large_database, remove_database, seed, write_lines, SeedSpec};
-use crate::servers::{preflight_baseline, preflight_latchkey, start_server};
+use crate::servers::{preflight_baseline, preflight_latchkey, start_server, ServeWith};
 use crate::wrk::{finish_wrk, spawn_wrk, write_script, RunningWrk, WrkResult};
 use crate::{
     progress, Ctx, ACCESS_RULES, CONNECTIONS, FLOOD_CONNECTIONS, SAMPLE_TOKENS,
@@ -156,9 +156,25 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
         // Row 2's load through a realistic rule list whose one applicable
         // rule is the last: the cost of judging every request (issue 11).
         Scenario {
-            access_rules: true,
+            serve_with: ServeWith {
+                access_rules: true,
+                metrics: false,
+            },
             ..Scenario::new(
                 &format!("verify, bearer, {ACCESS_RULES} access rules ({k})"),
+                Some(small_db_ref.clone()),
+                Load::dynamic("bearer", &small_tokens),
+            )
+        },
+        // Row 2's load with metrics.listen set: what counting and timing
+        // every answer costs (issue 12).
+        Scenario {
+            serve_with: ServeWith {
+                access_rules: false,
+                metrics: true,
+            },
+            ..Scenario::new(
+                &format!("verify, bearer, with metrics ({k})"),
                 Some(small_db_ref.clone()),
                 Load::dynamic("bearer", &small_tokens),
             )
@@ -225,8 +241,8 @@ pub struct Scenario {
     socket_errors_only: bool,
     /// Concurrent connections of the measured load.
     connections: usize,
-    /// Serve with [`ACCESS_RULES`] access rules instead of none.
-    access_rules: bool,
+    /// Access rules, metrics.
+    serve_with: ServeWith,
 }
 
 impl Scenario {
@@ -238,7 +254,7 @@ impl Scenario {
             flood: false,
             socket_errors_only: false,
             connections: CONNECTIONS,
-            access_rules: false,
+            serve_with: ServeWith::default(),
         }
     }
 }
@@ -293,7 +309,7 @@ pub fn run_scenario(
 }
 
 fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]) -> Result<Row> {
-    let mut server = start_server(ctx, db, scenario.access_rules)?;
+    let mut server = start_server(ctx, db, scenario.serve_with)?;
     let addr = server.addr;
     match &scenario.db {
         Some(db_ref) => {

@@ -94,7 +94,16 @@ impl Server {
     }
 }
 
-pub fn start_server(ctx: &Ctx, db: Option<&Path>, access_rules: bool) -> Result<Server> {
+/// What a latchkey under test serves with, besides its database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeWith {
+    /// [`ACCESS_RULES`] access rules instead of none.
+    pub access_rules: bool,
+    /// A `metrics.listen` listener, so every answer is counted.
+    pub metrics: bool,
+}
+
+pub fn start_server(ctx: &Ctx, db: Option<&Path>, with: ServeWith) -> Result<Server> {
     let log = ctx.work.join("server.log");
     let log_file =
         fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -102,7 +111,7 @@ pub fn start_server(ctx: &Ctx, db: Option<&Path>, access_rules: bool) -> Result<
     match db {
         Some(db) => {
             let config = ctx.work.join("latchkey.toml");
-            fs::write(&config, server_config_toml(db, access_rules))
+            fs::write(&config, server_config_toml(db, with))
                 .with_context(|| format!("cannot write {}", config.display()))?;
             command.arg("__serve").arg("--config").arg(&config);
         }
@@ -183,7 +192,7 @@ fn wait_until_serving(server: &mut Server, latchkey: bool) -> Result<()> {
     }
 }
 
-fn server_config_toml(db: &Path, access_rules: bool) -> String {
+fn server_config_toml(db: &Path, with: ServeWith) -> String {
     let mut config = format!(
         "# Written by latchkey-bench for one run.\n\
          [server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
@@ -191,7 +200,10 @@ fn server_config_toml(db: &Path, access_rules: bool) -> String {
          [login]\nmax_failures = {MAX_FAILURES}\n",
         toml_string(&db.to_string_lossy())
     );
-    if access_rules {
+    if with.metrics {
+        config.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if with.access_rules {
         config.push_str(&access_rules_toml());
     }
     config

@@ -36,6 +36,8 @@ pub struct Busy;
 pub struct Hasher {
     jobs: Sender<Job>,
     slots: Arc<Semaphore>,
+    /// Every slot, taken or not.
+    capacity: usize,
 }
 
 /// A place in the pool, taken before the work it is for is even prepared.
@@ -59,6 +61,7 @@ impl Hasher {
         Ok(Hasher {
             jobs,
             slots: Arc::new(Semaphore::new(threads + waiting)),
+            capacity: threads + waiting,
         })
     }
 
@@ -70,6 +73,11 @@ impl Hasher {
                 _held_until_dropped: permit,
             })
             .map_err(|_| Busy)
+    }
+
+    /// Slots taken now: logins being hashed or waiting for a thread.
+    pub fn in_use(&self) -> usize {
+        self.capacity.saturating_sub(self.slots.available_permits())
     }
 
     /// Runs `f` on a hashing thread in the reserved `slot`, freed when `f` ends.
@@ -156,6 +164,7 @@ mod tests {
         let first = hasher.reserve().unwrap();
         let second = hasher.reserve().unwrap();
         assert!(hasher.reserve().is_err());
+        assert_eq!(hasher.in_use(), 2);
         drop(first);
         let third = hasher.reserve().unwrap();
         // A finished job gives its slot back.

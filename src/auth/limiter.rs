@@ -156,6 +156,13 @@ impl Limiter {
         }
     }
 
+    /// How many usernames and how many addresses are banned at `now`.
+    /// Walks both tables (at most [`MAX_ENTRIES`] each): for a scrape, not
+    /// for a request.
+    pub fn active_bans(&self, now: i64) -> (usize, usize) {
+        (self.by_username.banned(now), self.by_address.banned(now))
+    }
+
     /// How long a ban lasts, in seconds.
     pub fn ban_secs(&self) -> i64 {
         self.ban_secs
@@ -221,6 +228,14 @@ impl<K: Hash + Eq + Clone> Table<K> {
         // A panic while holding the lock cannot leave an entry half-written
         // (every change is one small step), so a poisoned map is still sound.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries banned at `now`.
+    fn banned(&self, now: i64) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.banned_until > now)
+            .count()
     }
 
     /// Takes a place for `key`: `Ok(true)` when taken, `Ok(false)` when the

@@ -83,11 +83,16 @@ impl Auth {
             .as_ref()
             .map_or_else(|| inner.dummy_hash.clone(), |u| u.password_hash.clone());
         let passwords = inner.passwords.clone();
+        let metrics = inner.metrics.clone();
         let (matches, upgraded_hash) = inner
             .hasher
             .run(slot, move || {
                 let password = password.expose();
+                let started = std::time::Instant::now();
                 let matches = passwords.verify(&stored_hash, password);
+                if let Some(metrics) = metrics {
+                    metrics.password_hashed(started.elapsed());
+                }
                 // Parameters changed since this hash was made: upgrade it now,
                 // while the password is at hand.
                 let upgraded = (matches && passwords.needs_rehash(&stored_hash))

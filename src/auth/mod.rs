@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::ops::metrics::{Metrics, Snapshot};
 use crate::store::{Store, StoreError};
 use expiry::Lifetimes;
 use hasher::Hasher;
@@ -91,6 +92,8 @@ struct Inner {
     passwords: PasswordHashing,
     limiter: Limiter,
     lifetimes: Lifetimes,
+    /// Where password hashing times are counted, when metrics are on.
+    metrics: Option<Arc<Metrics>>,
     /// Verified against when the username is unknown, so that a miss costs
     /// the same argon2 work as a wrong password (no user enumeration by timing).
     dummy_hash: String,
@@ -108,7 +111,12 @@ const HASH_QUEUE_PER_THREAD: usize = 4;
 
 impl Auth {
     /// Builds the use cases on an open store; starts the hashing threads.
-    pub fn new(config: &Config, store: Store) -> Result<Auth, AuthError> {
+    /// `metrics`, when given, receives the password hashing times.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Auth, AuthError> {
         let passwords = PasswordHashing::new(&config.password)?;
         let threads = hashing_threads();
         let hasher = Hasher::start(threads, threads * HASH_QUEUE_PER_THREAD)?;
@@ -122,8 +130,33 @@ impl Auth {
                 passwords,
                 limiter: Limiter::new(&config.login),
                 lifetimes: Lifetimes::from_config(&config.session),
+                metrics,
                 dummy_hash,
             }),
         })
+    }
+}
+
+impl Auth {
+    /// The state the metrics report, read now: valid sessions (a count on
+    /// a blocking thread; `None` when the database cannot answer), the
+    /// hashing pool's places in use, active bans.
+    pub async fn metrics_snapshot(&self) -> Snapshot {
+        let now = unix_now();
+        let sessions = self
+            .inner
+            .store
+            .run(move |conn| crate::store::sessions::count_valid(conn, now))
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "cannot count sessions for /metrics"))
+            .ok();
+        let (bans_username, bans_address) = self.inner.limiter.active_bans(now);
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Snapshot {
+            sessions_active: sessions,
+            hash_queue_depth: count(self.inner.hasher.in_use()),
+            bans_username: count(bans_username),
+            bans_address: count(bans_address),
+        }
     }
 }

@@ -123,6 +123,16 @@ pub fn warnings(config: &Config, has_client: Option<bool>) -> Vec<Warning> {
             ),
         });
     }
+    if let Some(metrics) = config.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+        found.push(Warning {
+            key: "metrics.listen",
+            message: format!(
+                "{metrics} is not loopback: /metrics has no authentication, so anyone \
+                 who can reach it reads the login and ban counts; bind it to a \
+                 loopback or private address only the scraper reaches"
+            ),
+        });
+    }
     let retention = config.audit.retention;
     if !retention.is_zero() && retention < std::time::Duration::from_secs(7 * 86_400) {
         found.push(Warning {
@@ -201,6 +211,15 @@ mod tests {
         config.audit.retention = std::time::Duration::ZERO;
         assert!(keys(&config, Some(true)).is_empty());
         config.audit.retention = std::time::Duration::from_secs(7 * 86_400);
+        assert!(keys(&config, Some(true)).is_empty());
+    }
+
+    #[test]
+    fn a_metrics_listener_off_loopback_warns() {
+        let mut config = Config::default();
+        config.metrics.listen = Some("0.0.0.0:9464".parse().unwrap());
+        assert_eq!(keys(&config, Some(true)), ["metrics.listen"]);
+        config.metrics.listen = Some("127.0.0.1:9464".parse().unwrap());
         assert!(keys(&config, Some(true)).is_empty());
     }
 

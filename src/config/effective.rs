@@ -70,6 +70,12 @@ pub fn effective_settings(config: &Config) -> Vec<(String, String)> {
         quote(&format!("{:?}", config.log.format).to_lowercase()),
     );
     put("audit.retention", duration(config.audit.retention));
+    let metrics = config
+        .metrics
+        .listen
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    put("metrics.listen", quote(&metrics));
     out
 }
 

@@ -10,6 +10,7 @@ pub mod check;
 mod effective;
 mod env;
 mod log;
+mod metrics;
 mod values;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use access::{
 pub use effective::{effective_settings, format_settings};
 pub use env::DEFAULTS_TOML;
 pub use log::{LogConfig, LogFormat, LogLevel};
+pub use metrics::MetricsConfig;
 use values::{duration, is_cookie_name_byte};
 pub use values::{is_host_name, parse_duration, IpNet};
 
@@ -42,6 +44,7 @@ pub struct Config {
     pub access: AccessConfig,
     pub log: LogConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`: where to listen and whom to believe about client addresses.
@@ -284,6 +287,14 @@ impl Config {
                 return bad(
                     "login.allowed_redirect_hosts",
                     &format!("{host:?} is not a host name"),
+                );
+            }
+        }
+        if let Some(metrics) = self.metrics.listen {
+            if metrics == self.server.listen && metrics.port() != 0 {
+                return bad(
+                    "metrics.listen",
+                    "must differ from server.listen: /metrics has a listener of its own",
                 );
             }
         }

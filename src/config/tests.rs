@@ -149,3 +149,22 @@ fn the_audit_retention_is_at_least_an_hour_or_zero_for_forever() {
         "{err}"
     );
 }
+
+#[test]
+fn the_metrics_listener_is_off_by_default_and_an_address_when_set() {
+    assert_eq!(Config::default().metrics.listen, None);
+    let config = load(None, &[("LATCHKEY_METRICS__LISTEN", "127.0.0.1:9464")]).unwrap();
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let config = load(Some("[metrics]\nlisten = \"[::1]:0\"\n"), &[]).unwrap();
+    assert_eq!(config.metrics.listen, Some("[::1]:0".parse().unwrap()));
+    let err = load(Some("[metrics]\nlisten = \"localhost\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metrics.listen") && err.contains("localhost"),
+        "{err}"
+    );
+}

@@ -48,6 +48,9 @@ pub async fn introspect(
         return Err(ApiError::ClientUnauthorized);
     }
     token?;
+    if let Some(metrics) = &state.metrics {
+        metrics.introspect(matches!(outcome, Introspection::Active(_)));
+    }
     Ok(match outcome {
         Introspection::Active(identity) => {
             HttpResponse::Ok().insert_header(no_store()).json(Active {

@@ -11,6 +11,7 @@ use super::AppState;
 use crate::auth::audit::Requester;
 use crate::auth::input::{Password, Username};
 use crate::auth::{AuthError, Client, NewSession};
+use crate::ops::metrics::LoginResult;
 
 /// How long a login refused without hashing (503, 429) waits for its answer.
 const REFUSAL_PACE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -30,37 +31,84 @@ pub async fn login(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let kind = body_kind(&req)?;
-    let body = read_body(payload).await?;
+    let (result, response) = answer(&req, payload, &state).await;
+    if let Some(metrics) = &state.metrics {
+        metrics.login(result);
+    }
+    response
+}
+
+/// The answer to a login, and how it ended for the metrics.
+async fn answer(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> (LoginResult, Result<HttpResponse, ApiError>) {
+    let body = match body_kind(req) {
+        Ok(kind) => read_body(payload).await.map(|body| (kind, body)),
+        Err(e) => Err(e),
+    };
+    let (kind, body) = match body {
+        Ok(read) => read,
+        Err(e) => return (LoginResult::BadRequest, Err(e)),
+    };
     match kind {
         BodyKind::Json => {
-            let fields = Fields::parse(kind, &body)?;
-            let session = attempt(&req, &state, &fields).await?;
-            Ok(HttpResponse::Ok()
-                .insert_header(no_store())
-                .insert_header(set_cookie(&state, &session))
-                .json(json!({
-                    "access_token": session.token.expose(),
-                    "token_type": "Bearer",
-                    "expires_in": session.expires_in(),
-                    "expires_at": session.expires_at,
-                    "max_expires_at": session.max_expires_at,
-                })))
+            let session = match Fields::parse(kind, &body) {
+                Ok(fields) => attempt(req, state, &fields).await,
+                Err(e) => Err(e),
+            };
+            let result = login_result(&session);
+            (result, session.map(|session| json_answer(state, &session)))
         }
         BodyKind::Form => {
             // Only a form can be sent across sites without CORS, so only a
             // form is checked; its refusal is JSON, as nothing was logged in.
-            state.check_login_origin(&req)?;
-            Ok(form_login(&req, &state, &body).await)
+            if let Err(e) = state.check_login_origin(req) {
+                return (LoginResult::BadRequest, Err(e));
+            }
+            let (result, response) = form_login(req, state, &body).await;
+            (result, Ok(response))
         }
     }
 }
 
+/// The JSON answer to a successful login.
+fn json_answer(state: &AppState, session: &NewSession) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(no_store())
+        .insert_header(set_cookie(state, session))
+        .json(json!({
+            "access_token": session.token.expose(),
+            "token_type": "Bearer",
+            "expires_in": session.expires_in(),
+            "expires_at": session.expires_at,
+            "max_expires_at": session.max_expires_at,
+        }))
+}
+
+/// How a login ended, for `latchkey_login_total`.
+fn login_result(outcome: &Result<NewSession, ApiError>) -> LoginResult {
+    match outcome {
+        Ok(_) => LoginResult::Ok,
+        Err(ApiError::InvalidCredentials) => LoginResult::InvalidCredentials,
+        Err(ApiError::RateLimited { .. }) => LoginResult::Banned,
+        Err(ApiError::Busy) => LoginResult::Shed,
+        Err(ApiError::Internal) => LoginResult::Error,
+        // Refused for its input, before any password was looked at.
+        Err(_) => LoginResult::BadRequest,
+    }
+}
+
 /// A browser's login: success redirects, failure shows the form again.
-async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpResponse {
+async fn form_login(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &[u8],
+) -> (LoginResult, HttpResponse) {
     let fields = match Fields::parse(BodyKind::Form, body) {
         Ok(fields) => fields,
-        Err(e) => return form_error(None, "", &e),
+        Err(e) => return (LoginResult::BadRequest, form_error(None, "", &e)),
     };
     let rd = fields.optional("rd").ok().flatten();
     let username = fields
@@ -68,18 +116,20 @@ async fn form_login(req: &HttpRequest, state: &AppState, body: &[u8]) -> HttpRes
         .ok()
         .flatten()
         .unwrap_or_default();
-    match attempt(req, state, &fields).await {
+    let outcome = attempt(req, state, &fields).await;
+    let response = match &outcome {
         Ok(session) => {
             let origin = state.request_origin(req);
             let target = state.hosts.redirect_target(rd, origin.as_ref());
             HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, target))
                 .insert_header(no_store())
-                .insert_header(set_cookie(state, &session))
+                .insert_header(set_cookie(state, session))
                 .finish()
         }
-        Err(e) => form_error(rd, username, &e),
-    }
+        Err(e) => form_error(rd, username, e),
+    };
+    (login_result(&outcome), response)
 }
 
 /// Parses the credentials (input limits first, before any hashing), then

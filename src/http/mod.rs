@@ -17,12 +17,13 @@ mod introspect;
 mod login;
 mod logout;
 mod me;
+pub mod metrics;
 mod proxied;
 mod verify;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,6 +32,7 @@ use crate::access::{Rules, SharedRules};
 use crate::auth::audit::Requester;
 use crate::auth::{Auth, Identity};
 use crate::config::{Config, IpNet};
+use crate::ops::metrics::Metrics;
 use cookie::CookieSettings;
 use error::ApiError;
 use extract::{ClientAddress, RequestOrigin, TokenSource};
@@ -48,18 +50,22 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// The access rules in force; replaced on `SIGHUP`.
     pub access: SharedRules,
+    /// Where answers are counted, when `metrics.listen` is set.
+    pub metrics: Option<Arc<Metrics>>,
     warned_peers: Mutex<WarnedPeers>,
 }
 
 impl AppState {
-    /// The HTTP state for `config` around `auth`.
-    pub fn new(config: &Config, auth: Auth) -> AppState {
+    /// The HTTP state for `config` around `auth`, counting answers in
+    /// `metrics` when given.
+    pub fn new(config: &Config, auth: Auth, metrics: Option<Arc<Metrics>>) -> AppState {
         AppState {
             auth,
             cookie: CookieSettings::from_config(&config.session),
             hosts: HostPolicy::from_config(config),
             trusted_proxies: config.server.trusted_proxies.clone(),
             access: SharedRules::new(Rules::compile(&config.access)),
+            metrics,
             warned_peers: Mutex::default(),
         }
     }

@@ -2,6 +2,7 @@
 //! and Caddy `forward_auth`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -13,19 +14,41 @@ use super::error::ApiError;
 use super::{proxied, AppState};
 use crate::access::{Decision, Outcome, ProxiedRequest, Subject, Why};
 use crate::auth::Identity;
+use crate::ops::metrics::VerifyResult;
 
 /// Judges the proxied request with the access rules: 200 with the
 /// `Remote-*` identity headers (or, for `bypass`, with them all empty), 401
-/// or (with `?rd=`) 302 to the login page, or 403.
-///
-/// The session is checked only when the decision needs one: `bypass` and
-/// `deny` answer without it. With no rules (the default) the rules cost a
-/// look at the path and nothing more.
+/// or (with `?rd=`) 302 to the login page, or 403. Counted and timed when
+/// metrics are on.
 pub async fn verify(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let coordinates = match proxied::coordinates(&req, &state.trusted_proxies) {
+    let Some(metrics) = &state.metrics else {
+        return judge(&req, &state).await.map(|(_, response)| response);
+    };
+    let started = Instant::now();
+    let answer = judge(&req, &state).await;
+    let result = match &answer {
+        Ok((result, _)) => *result,
+        Err(ApiError::Unauthorized) => VerifyResult::Unauthenticated,
+        Err(ApiError::Forbidden(_)) => VerifyResult::Forbidden,
+        Err(_) => VerifyResult::Error,
+    };
+    metrics.verify(result, started.elapsed());
+    answer.map(|(_, response)| response)
+}
+
+/// The answer, and which success it is.
+///
+/// The session is checked only when the decision needs one: `bypass` and
+/// `deny` answer without it. With no rules (the default) the rules cost a
+/// look at the path and nothing more.
+async fn judge(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(VerifyResult, HttpResponse), ApiError> {
+    let coordinates = match proxied::coordinates(req, &state.trusted_proxies) {
         Ok(coordinates) => coordinates,
         Err(unreadable) => {
             tracing::debug!("verify: 403, the request is refused: {unreadable}");
@@ -40,7 +63,7 @@ pub async fn verify(
         // Resolved only for rules that look at it: the forwarded-for chain
         // is walked per request otherwise for nothing.
         ip: if rules.use_networks() {
-            state.client_address(&req).ip
+            state.client_address(req).ip
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         },
@@ -49,7 +72,7 @@ pub async fn verify(
     // is the same for every user, and most requests end before one.
     let anonymous = rules.decide(&request, None);
     match anonymous.outcome {
-        Outcome::Bypass => return Ok(bypass_response()),
+        Outcome::Bypass => return Ok((VerifyResult::Bypass, bypass_response())),
         Outcome::Deny => return Err(denied(&anonymous)),
         Outcome::NeedsLogin | Outcome::Allow => {}
     }
@@ -63,10 +86,10 @@ pub async fn verify(
             None
         }
     };
-    if let Some((token, _)) = state.token(&req) {
+    if let Some((token, _)) = state.token(req) {
         if let Some(identity) = state.auth.check_token(token).await? {
             let Some(rules) = rules else {
-                return Ok(identity_response(identity));
+                return Ok((VerifyResult::Allow, identity_response(identity)));
             };
             let subject = Subject {
                 username: &identity.username,
@@ -74,8 +97,8 @@ pub async fn verify(
             };
             let decision = rules.decide(&request, Some(&subject));
             return match decision.outcome {
-                Outcome::Allow => Ok(identity_response(identity)),
-                Outcome::Bypass => Ok(bypass_response()),
+                Outcome::Allow => Ok((VerifyResult::Allow, identity_response(identity))),
+                Outcome::Bypass => Ok((VerifyResult::Bypass, bypass_response())),
                 // Never the login page: the user is logged in, and would
                 // come straight back here.
                 Outcome::Deny => Err(denied(&decision)),
@@ -87,15 +110,16 @@ pub async fn verify(
         .find(|(k, _)| k == "rd")
         .map(|(_, v)| v.into_owned());
     if let Some(login_url) = login_url {
-        let origin = state.request_origin(&req);
+        let origin = state.request_origin(req);
         // The login URL comes from the query string: hold it to the same
         // allow-list as any redirect, or /verify becomes an open redirect.
         if state.hosts.redirect_allowed(&login_url, origin.as_ref()) {
-            let location = with_rd(&login_url, &original_url(&req));
-            return Ok(HttpResponse::Found()
+            let location = with_rd(&login_url, &original_url(req));
+            let response = HttpResponse::Found()
                 .insert_header((header::LOCATION, location))
                 .insert_header(super::error::no_store())
-                .finish());
+                .finish();
+            return Ok((VerifyResult::Unauthenticated, response));
         }
     }
     Err(ApiError::Unauthorized)

@@ -196,6 +196,15 @@ pub fn purge_expired(conn: &Connection, now: i64) -> Result<usize, StoreError> {
         .execute([now])?)
 }
 
+/// How many sessions are unexpired at `now`.
+pub fn count_valid(conn: &Connection, now: i64) -> Result<i64, StoreError> {
+    // expires_at <= max_expires_at holds for every row (see purge_expired):
+    // one range of the expiry index.
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM sessions WHERE expires_at > ?1")?
+        .query_row([now], |r| r.get(0))?)
+}
+
 /// Unexpired sessions, newest first; of one user, or of everyone.
 pub fn list_valid(
     conn: &Connection,
@@ -361,6 +370,7 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(ids, [3, 2]);
+        assert_eq!(count_valid(&conn, 60).unwrap(), 2);
         assert_eq!(purge_expired(&conn, 60).unwrap(), 1);
         assert!(find_by_token_hash(&conn, &[1; 32]).unwrap().is_none());
     }

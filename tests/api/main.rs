@@ -17,6 +17,7 @@ mod introspect;
 mod login;
 mod logout;
 mod logs;
+mod metrics;
 mod packaging;
 mod proxy;
 mod races;

@@ -252,3 +252,14 @@ fn a_zero_ban_duration_starts_no_ban() {
         BansStarted::default()
     );
 }
+
+#[test]
+fn active_bans_are_counted_per_table_until_they_end() {
+    let l = limiter();
+    for now in [1, 2, 3] {
+        fail(&l, "alice", ADDR, now);
+    }
+    fail(&l, "bob", None, 4);
+    assert_eq!(l.active_bans(4), (1, 1));
+    assert_eq!(l.active_bans(3 + 300), (0, 0));
+}

@@ -228,6 +228,8 @@ impl Api {
 /// reached through it (`app.login(..)`, `app.client`, `app.address`).
 pub struct TestApp {
     api: Api,
+    /// `http://127.0.0.1:<port>` of `/metrics`, when `metrics.listen` is set.
+    pub metrics_address: Option<String>,
     pub config: Config,
     pub db_path: PathBuf,
     handle: actix_web::dev::ServerHandle,
@@ -280,10 +282,12 @@ async fn spawn_app_on(mut config: Config, adjust: impl FnOnce(&mut Config)) -> T
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = latchkey::build(&config, listener).expect("server builds");
     let address = format!("http://{}", app.local_addr());
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let handle = app.handle();
     tokio::spawn(app.run());
     TestApp {
         api: Api::new(address),
+        metrics_address,
         db_path: config.database.path.clone(),
         config,
         handle,

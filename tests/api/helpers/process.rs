@@ -18,7 +18,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// How `latchkey serve` announces the admin password it created.
 pub const ADMIN_PASSWORD_PREFIX: &str = "Created user \"admin\" with password: ";
 /// How `latchkey serve` announces its address, in its log on stderr.
-const LISTENING: &str = "listening on http://";
+const LISTENING: &str = "latchkey listening on http://";
 
 /// How a finished command ended.
 #[derive(Debug)]
