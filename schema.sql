@@ -52,7 +52,10 @@ CREATE TABLE sessions (
     max_expires_at  INTEGER NOT NULL,
     -- Client address and User-Agent at login, for the inventory.
     ip              TEXT    NOT NULL,
-    user_agent      TEXT    NOT NULL
+    user_agent      TEXT    NOT NULL,
+    -- The factors the login proved, as bits: 1 password, 2 one-time code
+    -- (a TOTP code or a recovery code). Reported as `amr`.
+    amr             INTEGER NOT NULL DEFAULT 1
 );
 
 -- A user's sessions: inventory, logout-all, user deletion.
@@ -162,3 +165,43 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_time ON audit (at);
 -- `latchkey audit --user`.
 CREATE INDEX audit_by_user ON audit (username_folded, id);
+
+-- A user's confirmed second factor: the TOTP secret, and the last time
+-- step a code was accepted for (a step is never accepted twice).
+CREATE TABLE totp (
+    user_id         INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    -- 160 random bits. Kept as is: codes are computed from it. The file is
+    -- owner-only (0600), and the secret leaves the server only at enrollment.
+    secret          BLOB    NOT NULL CHECK (length(secret) = 20),
+    last_step       INTEGER NOT NULL,
+    enrolled_at     INTEGER NOT NULL
+);
+
+-- An enrollment begun and not yet confirmed with a code: it changes nothing
+-- until then, and a new one replaces it.
+CREATE TABLE totp_pending (
+    user_id         INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret          BLOB    NOT NULL CHECK (length(secret) = 20),
+    created_at      INTEGER NOT NULL
+);
+
+-- Single-use recovery codes, by the SHA-256 of their normal form.
+CREATE TABLE recovery_codes (
+    user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_hash       BLOB    NOT NULL CHECK (length(code_hash) = 32),
+    PRIMARY KEY (user_id, code_hash)
+) WITHOUT ROWID;
+
+-- The second page of a form login: a password checked, a code still to
+-- come. Found by the SHA-256 of a random value the page carries; used once,
+-- and dead after five minutes.
+CREATE TABLE login_challenges (
+    challenge_hash  BLOB    PRIMARY KEY CHECK (length(challenge_hash) = 32),
+    user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- The user's credential_version when the password was checked: a
+    -- change since then (a new password, a disable) voids the challenge.
+    credential_version INTEGER NOT NULL,
+    -- The one-factor session a step-up replaces, or NULL after a password.
+    replaces_session INTEGER,
+    expires_at      INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -86,6 +86,7 @@ pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded>
                 max_expires_at: spec.expires_at,
                 ip: "127.0.0.1",
                 user_agent: "latchkey-bench",
+                amr: 1,
             },
         )?;
         if stored == sessions::Inserted::KeyTaken {

@@ -31,6 +31,8 @@ pub struct Subject<'a> {
     pub username: &'a str,
     /// The user's group names (any case, any order).
     pub groups: &'a [String],
+    /// The session's login proved a second factor: `two_factor` is met.
+    pub two_factor: bool,
 }
 
 /// What to answer, which rule said so (`None`: the default policy or a
@@ -163,20 +165,23 @@ impl Rules {
                         Some(_) => {}
                     }
                 }
-                break 'walk apply(rule.policy, Some(index), subject.is_some());
+                break 'walk apply(rule.policy, Some(index), subject);
             }
-            apply(self.default_policy, None, subject.is_some())
+            apply(self.default_policy, None, subject)
         };
         (decision, Ok(path))
     }
 }
 
-fn apply(policy: Policy, rule: Option<usize>, logged_in: bool) -> Decision {
-    let outcome = match policy {
-        Policy::Bypass => Outcome::Bypass,
-        Policy::OneFactor if logged_in => Outcome::Allow,
-        Policy::OneFactor => Outcome::NeedsLogin,
-        Policy::Deny => Outcome::Deny,
+fn apply(policy: Policy, rule: Option<usize>, subject: Option<&Subject<'_>>) -> Decision {
+    let outcome = match (policy, subject) {
+        (Policy::Bypass, _) => Outcome::Bypass,
+        (Policy::OneFactor, Some(_)) => Outcome::Allow,
+        (Policy::TwoFactor, Some(s)) if s.two_factor => Outcome::Allow,
+        // A session without the factor counts as none for this request:
+        // the login page then asks for the code (step-up).
+        (Policy::OneFactor | Policy::TwoFactor, _) => Outcome::NeedsLogin,
+        (Policy::Deny, _) => Outcome::Deny,
     };
     Decision {
         outcome,
@@ -222,8 +227,11 @@ impl fmt::Display for Decision {
 }
 
 fn no_session_note(f: &mut fmt::Formatter<'_>, outcome: Outcome, policy: Policy) -> fmt::Result {
-    if outcome == Outcome::NeedsLogin && policy == Policy::OneFactor {
-        f.write_str(", and the request has no session")?;
+    match (outcome, policy) {
+        (Outcome::NeedsLogin, Policy::OneFactor) => f.write_str(", and the request has no session"),
+        (Outcome::NeedsLogin, Policy::TwoFactor) => {
+            f.write_str(", and the request has no session whose login proved a second factor")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }

@@ -29,7 +29,11 @@ pub(super) fn get(path: &str) -> ProxiedRequest<'_> {
 const NO_GROUPS: &[String] = &[];
 
 fn user<'a>(username: &'a str, groups: &'a [String]) -> Subject<'a> {
-    Subject { username, groups }
+    Subject {
+        username,
+        groups,
+        two_factor: false,
+    }
 }
 
 /// (outcome, rule) for an anonymous request and for `alice` (no groups).
@@ -330,14 +334,14 @@ fn config_errors_name_the_rule_by_index_and_the_key() {
         e.contains("access.rules[0].subjects") && e.contains("bypass"),
         "{e}"
     );
-    let e = err("[[access.rules]]\npolicy = \"two_factor\"\n");
+    let e = err("[[access.rules]]\npolicy = \"three_factor\"\n");
     assert!(
-        e.contains("access.rules[0].policy") && e.contains("not available yet"),
+        e.contains("access.rules[0].policy") && e.contains("unknown policy"),
         "{e}"
     );
-    let e = err("[access]\ndefault_policy = \"two_factor\"\n");
+    let e = err("[access]\ndefault_policy = \"allow\"\n");
     assert!(
-        e.contains("access.default_policy") && e.contains("not available yet"),
+        e.contains("access.default_policy") && e.contains("unknown policy"),
         "{e}"
     );
     let e = err("[access]\ndefualt_policy = \"deny\"\n");

@@ -41,6 +41,8 @@ pub enum AdminError {
     AlreadyMember { user: String, group: String },
     #[error("user {user:?} is not in group {group:?}")]
     NotMember { user: String, group: String },
+    #[error("user {0:?} has no second factor")]
+    NoSecondFactor(String),
     #[error("no client {0:?}")]
     NoSuchClient(String),
     #[error("client {0:?} already exists")]
@@ -77,6 +79,8 @@ pub struct UserInfo {
     pub created_at: i64,
     /// The user's group names, sorted case-insensitively.
     pub groups: Vec<String>,
+    /// Whether the user has a confirmed second factor (TOTP).
+    pub totp: bool,
 }
 
 /// What a change to one user did: the name as stored, and the sessions it ended.
@@ -198,6 +202,7 @@ impl Admin {
         self.change_user(username, Event::UserDeleted, |tx, id| {
             let sessions = sessions::delete_for_user(tx, id)?;
             groups::remove_user_from_all(tx, id)?;
+            crate::store::totp::remove(tx, id)?;
             users::delete(tx, id)?;
             Ok(sessions)
         })
@@ -208,13 +213,18 @@ impl Admin {
         let conn = self.store.connection()?;
         // One snapshot: a user deleted in between is not listed with groups
         // from before.
-        let (users, mut groups) = store::snapshot(&conn, |conn| {
-            Ok((users::list(conn)?, groups::names_by_user(conn)?))
+        let (users, mut groups, enrolled) = store::snapshot(&conn, |conn| {
+            Ok((
+                users::list(conn)?,
+                groups::names_by_user(conn)?,
+                crate::store::totp::enrolled_users(conn)?,
+            ))
         })?;
         Ok(users
             .into_iter()
             .map(|u| UserInfo {
                 groups: groups.remove(&u.id).unwrap_or_default(),
+                totp: enrolled.contains(&u.id),
                 id: u.id,
                 username: u.username,
                 email: u.email,

@@ -60,6 +60,11 @@ pub enum Event {
     MemberRemoved,
     ClientAdded,
     ClientRemoved,
+    TotpEnrolled,
+    TotpRemoved,
+    RecoveryCodeUsed,
+    RecoveryCodesReplaced,
+    TotpReset,
 }
 
 impl Event {
@@ -84,6 +89,11 @@ impl Event {
             Event::MemberRemoved => "member_removed",
             Event::ClientAdded => "client_added",
             Event::ClientRemoved => "client_removed",
+            Event::TotpEnrolled => "totp_enrolled",
+            Event::TotpRemoved => "totp_removed",
+            Event::RecoveryCodeUsed => "recovery_code_used",
+            Event::RecoveryCodesReplaced => "recovery_codes_replaced",
+            Event::TotpReset => "totp_reset",
         }
     }
 }

@@ -66,6 +66,7 @@ impl Lifetimes {
             user_disabled,
             user_created_at,
             groups,
+            amr,
         } = row;
         if user_disabled || now >= expires_at || now >= max_expires_at {
             return Verdict::Invalid;
@@ -83,6 +84,7 @@ impl Lifetimes {
             expires_at: if slides { slid_to } else { expires_at },
             max_expires_at,
             groups,
+            amr: super::Amr::from_bits(amr),
         };
         if slides {
             Verdict::Slid(identity)
@@ -116,6 +118,7 @@ mod tests {
             user_disabled: false,
             user_created_at: 0,
             groups: vec!["admins".to_owned()],
+            amr: 1,
         }
     }
 

@@ -8,8 +8,9 @@ use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
 use super::limiter::BansStarted;
 use super::token::{RandomError, Token};
-use super::{unix_now, Auth, AuthError};
+use super::{totp, unix_now, Amr, Auth, AuthError};
 use crate::store::sessions::{self, Inserted};
+use crate::store::totp as totp_store;
 use crate::store::{users, StoreError, TransactionBehavior};
 
 /// Tokens drawn for one login before giving up. A draw is refused only when
@@ -54,10 +55,17 @@ impl Auth {
     /// [`AuthError::InvalidCredentials`] after the same argon2 work. A
     /// credential change that commits while the password is checked wins:
     /// [`AuthError::CredentialsChanged`], and no session (SPEC "Users").
+    ///
+    /// For a user with a second factor, `one_time` must hold a TOTP code or
+    /// a recovery code: without it a correct password gives
+    /// [`AuthError::MfaRequired`] (and nothing is counted), a wrong code
+    /// [`AuthError::InvalidCredentials`] counted as a failure. Whether a
+    /// user has a factor is never told before the password is right.
     pub async fn login(
         &self,
         username: &Username,
         password: Password,
+        one_time: Option<String>,
         client: Client,
     ) -> Result<NewSession, AuthError> {
         let inner = &self.inner;
@@ -74,9 +82,18 @@ impl Auth {
         let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
 
         let key = folded.to_owned();
-        let user = inner
+        // The user and their factor in one read (one snapshot).
+        let (user, factor) = inner
             .store
-            .run(move |conn| users::find_by_folded_name(conn, &key))
+            .run(move |conn| {
+                crate::store::snapshot(conn, |conn| {
+                    let Some(user) = users::find_by_folded_name(conn, &key)? else {
+                        return Ok((None, None));
+                    };
+                    let factor = totp_store::find(conn, user.id)?;
+                    Ok((Some(user), factor))
+                })
+            })
             .await?;
 
         let stored_hash = user
@@ -125,7 +142,24 @@ impl Auth {
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        attempt.succeeded(unix_now());
+        // The password is right. A second factor, if the user has one, next.
+        let proof = match (&factor, one_time.as_deref()) {
+            (None, _) => Proof::PasswordOnly,
+            // Not a failure, and not a success either: a success would clear
+            // the username's failures, and wrong codes must keep counting.
+            (Some(_), None) => return Err(AuthError::MfaRequired),
+            (Some(factor), Some(code)) => match second_factor_proof(factor, code, unix_now()) {
+                Some(proof) => proof,
+                None => {
+                    let bans = attempt.failed(unix_now());
+                    let account = (user.username.clone(), folded.to_owned());
+                    let reason = "wrong one-time code";
+                    self.record_failure(Some(account), client.requester, reason, bans)
+                        .await;
+                    return Err(AuthError::InvalidCredentials);
+                }
+            },
+        };
 
         let lifetimes = inner.lifetimes;
         let requester = client.requester.clone();
@@ -143,24 +177,41 @@ impl Auth {
                     max_expires_at,
                     ip: &ip,
                     user_agent: &requester.user_agent,
+                    amr: proof.amr().bits(),
                 };
                 let checked = Checked {
                     credential_version: user.credential_version,
                     upgraded_hash: upgraded_hash.as_deref(),
                     requester: &requester,
+                    proof,
                 };
                 Ok(create_session(conn, &checked, fields, Token::generate))
             })
             .await?;
-        if let Err(AuthError::CredentialsChanged) = created {
-            let reason = "the credentials changed during the check";
-            self.record_failure(
-                Some(account),
-                client.requester,
-                reason,
-                BansStarted::default(),
-            )
-            .await;
+        match &created {
+            Err(AuthError::ReplayedCode) => {
+                // A code (or recovery code) used up by another request
+                // since it was checked here: a wrong code after all.
+                let bans = attempt.failed(unix_now());
+                let reason = "one-time code already used";
+                self.record_failure(Some(account), client.requester, reason, bans)
+                    .await;
+                return Err(AuthError::InvalidCredentials);
+            }
+            Err(AuthError::CredentialsChanged) => {
+                attempt.succeeded(unix_now());
+                let reason = "the credentials changed during the check";
+                self.record_failure(
+                    Some(account),
+                    client.requester,
+                    reason,
+                    BansStarted::default(),
+                )
+                .await;
+            }
+            Ok(_) => attempt.succeeded(unix_now()),
+            // A store error: released uncounted when `attempt` drops.
+            Err(_) => {}
         }
         created
     }
@@ -213,6 +264,40 @@ impl Auth {
     }
 }
 
+/// What the second factor proved, to be made good in the login's
+/// transaction: a TOTP step not used before, or a recovery code not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The user has no second factor.
+    PasswordOnly,
+    /// A TOTP code of this step.
+    Step(i64),
+    /// A recovery code with this hash.
+    RecoveryCode([u8; 32]),
+}
+
+impl Proof {
+    fn amr(self) -> Amr {
+        match self {
+            Proof::PasswordOnly => Amr::PASSWORD,
+            Proof::Step(_) | Proof::RecoveryCode(_) => Amr::PASSWORD_AND_OTP,
+        }
+    }
+}
+
+/// What `code` proves against `factor` at `now`: a TOTP step later than
+/// the last one used, or a well-formed recovery code (whether it is one of
+/// the user's is for the transaction to find). `None` for a wrong code.
+fn second_factor_proof(factor: &totp_store::Factor, code: &str, now: i64) -> Option<Proof> {
+    if totp::looks_like_code(code) {
+        let secret = totp::Secret::from_bytes(&factor.secret)?;
+        return secret
+            .matching_step(code, now, factor.last_step)
+            .map(Proof::Step);
+    }
+    totp::recovery_code_hash(code).map(|hash| Proof::RecoveryCode(hash.0))
+}
+
 /// What the password check saw and made: the user's credential version,
 /// read with the hash, and the hash upgraded to the current parameters.
 struct Checked<'a> {
@@ -220,6 +305,8 @@ struct Checked<'a> {
     upgraded_hash: Option<&'a str>,
     /// Who logged in, for the audit row written with the session.
     requester: &'a Requester,
+    /// The second factor, used up in the same transaction.
+    proof: Proof,
 }
 
 /// The login's one write, in one immediate transaction: the hash upgrade
@@ -239,18 +326,36 @@ fn create_session(
     if !users::may_log_in(&tx, session.user_id, checked.credential_version)? {
         return Err(AuthError::CredentialsChanged);
     }
+    let origin = Origin::Http(checked.requester);
+    let user = Subject::User(session.user_id);
+    // The conditional writes that refuse a replay: a step, or a recovery
+    // code, is used once even by two logins checking it at the same time.
+    match checked.proof {
+        Proof::PasswordOnly => {}
+        Proof::Step(step) => {
+            if !totp_store::use_step(&tx, session.user_id, step)? {
+                return Err(AuthError::ReplayedCode);
+            }
+        }
+        Proof::RecoveryCode(hash) => {
+            if !totp_store::use_recovery_code(&tx, session.user_id, &hash)? {
+                return Err(AuthError::ReplayedCode);
+            }
+            let left = totp_store::recovery_codes_left(&tx, session.user_id)?;
+            let detail = format!("{left} recovery code(s) left");
+            audit::record(&tx, Event::RecoveryCodeUsed, origin, user, &detail)?;
+        }
+    }
     if let Some(hash) = checked.upgraded_hash {
         users::upgrade_password_hash(&tx, session.user_id, checked.credential_version, hash)?;
     }
     let created = insert_session(&tx, draw, session)?;
-    let origin = Origin::Http(checked.requester);
-    audit::record(
-        &tx,
-        Event::LoginOk,
-        origin,
-        Subject::User(session.user_id),
-        "",
-    )?;
+    let detail = match checked.proof {
+        Proof::PasswordOnly => "",
+        Proof::Step(_) => "password and TOTP code",
+        Proof::RecoveryCode(_) => "password and recovery code",
+    };
+    audit::record(&tx, Event::LoginOk, origin, user, detail)?;
     tx.commit().map_err(StoreError::from)?;
     Ok(created)
 }

@@ -18,8 +18,10 @@ pub mod input;
 pub mod limiter;
 mod login;
 pub mod password;
+pub mod second_factor;
 mod session;
 pub mod token;
+pub mod totp;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +37,7 @@ use token::{RandomError, Token};
 
 pub use admin::{Admin, AdminError};
 pub use login::{Client, NewSession};
-pub use session::{ClientCredentials, Identity, Introspection, SessionRow};
+pub use session::{Amr, ClientCredentials, Identity, Introspection, SessionRow};
 
 /// Why a use case did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,20 @@ pub enum AuthError {
     /// checked. Answered as [`AuthError::InvalidCredentials`].
     #[error("the credentials changed while the password was checked")]
     CredentialsChanged,
+    /// The password was right, and the user has a second factor: a TOTP
+    /// code or a recovery code must come with it. No session.
+    #[error("a one-time code is required")]
+    MfaRequired,
+    /// The one-time code was used up by another request after it was
+    /// checked. Answered as [`AuthError::InvalidCredentials`].
+    #[error("the one-time code was already used")]
+    ReplayedCode,
+    #[error(
+        "no enrollment is pending (or it is over 10 minutes old): start again with POST /me/totp"
+    )]
+    NoEnrollment,
+    #[error("this account has no second factor")]
+    NoSecondFactor,
     #[error("a valid token is required")]
     Unauthorized,
     #[error("too many login attempts; retry in {retry_after} s")]

@@ -31,6 +31,44 @@ pub struct Identity {
     /// in the same statement as the session: a membership change counts
     /// from the next check on.
     pub groups: Vec<String>,
+    /// The factors the session's login proved.
+    pub amr: Amr,
+}
+
+/// The factors a session's login proved, as RFC 8176 names them: `pwd`,
+/// and `otp` after a TOTP code or a recovery code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amr(i64);
+
+impl Amr {
+    /// A password alone.
+    pub const PASSWORD: Amr = Amr(1);
+    /// A password and a one-time code.
+    pub const PASSWORD_AND_OTP: Amr = Amr(1 | Amr::OTP_BIT);
+    const OTP_BIT: i64 = 2;
+
+    /// As stored in `sessions.amr`.
+    pub fn from_bits(bits: i64) -> Amr {
+        Amr(bits)
+    }
+
+    pub fn bits(self) -> i64 {
+        self.0
+    }
+
+    /// True when a one-time code was proved: what `two_factor` needs.
+    pub fn has_otp(self) -> bool {
+        self.0 & Amr::OTP_BIT != 0
+    }
+
+    /// The names, in a fixed order: `["pwd"]` or `["pwd", "otp"]`.
+    pub fn names(self) -> Vec<&'static str> {
+        [(1, "pwd"), (Amr::OTP_BIT, "otp")]
+            .into_iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, name)| name)
+            .collect()
+    }
 }
 
 impl Identity {

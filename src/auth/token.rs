@@ -28,6 +28,12 @@ pub struct TokenHash(pub [u8; 32]);
 #[error("the operating system's random number generator failed: {0}")]
 pub struct RandomError(String);
 
+impl RandomError {
+    pub(crate) fn new(message: String) -> RandomError {
+        RandomError(message)
+    }
+}
+
 impl Token {
     /// A new token of [`TOKEN_BYTES`] bytes from the OS CSPRNG, base64url-encoded.
     pub fn generate() -> Result<Token, RandomError> {

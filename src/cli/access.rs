@@ -14,7 +14,11 @@ pub(super) fn access(cmd: AccessCommand, config: &Config) -> anyhow::Result<()> 
         method,
         ip,
         user,
+        otp,
     } = cmd;
+    if otp && user.is_none() {
+        anyhow::bail!("--otp judges a user's session: give --user NAME too");
+    }
     let (host, path) = check::split_url(&url).map_err(|e| anyhow!(e))?;
     let request = ProxiedRequest {
         host,
@@ -33,6 +37,7 @@ pub(super) fn access(cmd: AccessCommand, config: &Config) -> anyhow::Result<()> 
     let subject = found.as_ref().filter(|u| !u.disabled).map(|u| Subject {
         username: &u.username,
         groups: &u.groups,
+        two_factor: otp,
     });
     let explanation = rules.explain(&request, subject.as_ref());
     print!(
@@ -40,7 +45,7 @@ pub(super) fn access(cmd: AccessCommand, config: &Config) -> anyhow::Result<()> 
         check::Report {
             request: &request,
             ip_given: ip.is_some(),
-            who: &who(found.as_ref()),
+            who: &who(found.as_ref(), otp),
             explanation: &explanation,
         }
     );
@@ -48,8 +53,12 @@ pub(super) fn access(cmd: AccessCommand, config: &Config) -> anyhow::Result<()> 
 }
 
 /// Whom the request is judged for, as the report's first line ends.
-fn who(user: Option<&UserGroups>) -> String {
-    match user {
+fn who(user: Option<&UserGroups>, otp: bool) -> String {
+    let session = match otp {
+        true => ", with a session that proved a second factor",
+        false => ", with a password-only session",
+    };
+    let described = match user {
         None => "without a session".to_owned(),
         Some(u) if u.disabled => format!(
             "for user {:?}, who is disabled: judged without a session, as /verify would",
@@ -58,5 +67,9 @@ fn who(user: Option<&UserGroups>) -> String {
         // As in Remote-Groups: no group name holds a comma.
         Some(u) if u.groups.is_empty() => format!("as user {:?}, in no group", u.username),
         Some(u) => format!("as user {:?}, in groups {}", u.username, u.groups.join(",")),
+    };
+    match user {
+        Some(u) if !u.disabled => described + session,
+        _ => described,
     }
 }

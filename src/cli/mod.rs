@@ -111,6 +111,15 @@ pub enum UserCommand {
     Enable { name: String },
     /// Delete a user and their sessions
     Delete { name: String },
+    /// Manage a user's second factor
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Remove a user's lost second factor and recovery codes, and end their sessions
+    Reset { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +202,10 @@ pub enum AccessCommand {
         /// [default: without a session]
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// With --user: judge a session whose login proved a second factor
+        /// (TOTP), as two_factor rules need [default: password only]
+        #[arg(long)]
+        otp: bool,
     },
 }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, Read};
 use anyhow::{anyhow, bail, Context};
 
 use super::table::{format_utc, print_table};
-use super::{existing_username, PasswordSource, SessionCommand, UserCommand};
+use super::{existing_username, PasswordSource, SessionCommand, TotpCommand, UserCommand};
 use crate::auth::admin::{Admin, NewUser};
 use crate::auth::input::{Password, ProfileField, Username, MAX_PASSWORD_BYTES};
 
@@ -53,6 +53,7 @@ pub(super) fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                         u.display_name.unwrap_or_default(),
                         if u.disabled { "disabled" } else { "active" }.to_owned(),
                         format_utc(u.created_at),
+                        if u.totp { "yes" } else { "no" }.to_owned(),
                         // As in Remote-Groups: no group name holds a comma.
                         u.groups.join(","),
                     ]
@@ -66,6 +67,7 @@ pub(super) fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
                     "DISPLAY NAME",
                     "STATUS",
                     "CREATED",
+                    "TOTP",
                     "GROUPS",
                 ],
                 &rows,
@@ -85,6 +87,13 @@ pub(super) fn user(cmd: UserCommand, admin: &Admin) -> anyhow::Result<()> {
         UserCommand::Delete { name } => {
             let change = admin.delete_user(&existing_username(&name)?)?;
             println!("Deleted {:?} and their sessions.", change.username);
+        }
+        UserCommand::Totp(TotpCommand::Reset { name }) => {
+            let change = admin.reset_second_factor(&existing_username(&name)?)?;
+            println!(
+                "Removed the second factor of {:?}; ended {} session(s).",
+                change.username, change.sessions_ended
+            );
         }
     }
     Ok(())

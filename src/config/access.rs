@@ -52,6 +52,8 @@ pub enum Policy {
     Bypass,
     /// A valid session.
     OneFactor,
+    /// A valid session whose login proved a second factor (`amr` has `otp`).
+    TwoFactor,
     /// 403, logged in or not.
     Deny,
 }
@@ -62,6 +64,7 @@ impl Policy {
         match self {
             Policy::Bypass => "bypass",
             Policy::OneFactor => "one_factor",
+            Policy::TwoFactor => "two_factor",
             Policy::Deny => "deny",
         }
     }
@@ -70,16 +73,10 @@ impl Policy {
         match text {
             "bypass" => Ok(Policy::Bypass),
             "one_factor" => Ok(Policy::OneFactor),
+            "two_factor" => Ok(Policy::TwoFactor),
             "deny" => Ok(Policy::Deny),
-            // A rule that silently meant one_factor would let a password
-            // alone through where the operator asked for more.
-            "two_factor" => Err(
-                "\"two_factor\" needs the second factor, which is not available yet in this \
-                 version of latchkey; use one_factor or deny for now"
-                    .to_owned(),
-            ),
             other => Err(format!(
-                "unknown policy {other:?}; use bypass, one_factor or deny"
+                "unknown policy {other:?}; use bypass, one_factor, two_factor or deny"
             )),
         }
     }
@@ -371,14 +368,19 @@ mod tests {
     }
 
     #[test]
-    fn two_factor_is_refused_until_the_second_factor_exists() {
-        let err = Policy::parse("two_factor").unwrap_err();
+    fn the_four_policies_parse_and_anything_else_is_refused_naming_them() {
+        for policy in [
+            Policy::Bypass,
+            Policy::OneFactor,
+            Policy::TwoFactor,
+            Policy::Deny,
+        ] {
+            assert_eq!(Policy::parse(policy.as_str()), Ok(policy));
+        }
+        let err = Policy::parse("allow").unwrap_err();
         assert!(
-            err.contains("second factor") && err.contains("not available yet"),
+            err.contains("unknown policy") && err.contains("two_factor"),
             "{err}"
         );
-        assert!(Policy::parse("allow")
-            .unwrap_err()
-            .contains("unknown policy"));
     }
 }

@@ -23,6 +23,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("invalid username or password")]
     InvalidCredentials,
+    #[error("this account needs a one-time code: send it in \"totp\" with the password")]
+    MfaRequired,
     #[error("a valid session token is required")]
     Unauthorized,
     #[error("valid client credentials are required")]
@@ -49,6 +51,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::MfaRequired => "mfa_required",
             ApiError::Unauthorized | ApiError::ClientUnauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound => "not_found",
@@ -79,8 +82,12 @@ impl From<InputError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidCredentials | AuthError::CredentialsChanged => {
-                ApiError::InvalidCredentials
+            AuthError::InvalidCredentials
+            | AuthError::CredentialsChanged
+            | AuthError::ReplayedCode => ApiError::InvalidCredentials,
+            AuthError::MfaRequired => ApiError::MfaRequired,
+            e @ (AuthError::NoEnrollment | AuthError::NoSecondFactor) => {
+                ApiError::InvalidRequest(e.to_string())
             }
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
@@ -101,6 +108,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidCredentials
+            | ApiError::MfaRequired
             | ApiError::Unauthorized
             | ApiError::ClientUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -18,6 +18,8 @@ struct Active<'a> {
     username: &'a str,
     /// The user's group names, sorted case-insensitively.
     groups: &'a [String],
+    /// The factors the session's login proved: `["pwd"]` or `["pwd", "otp"]`.
+    amr: Vec<&'static str>,
     token_type: &'static str,
     iat: i64,
     exp: i64,
@@ -58,6 +60,7 @@ pub async fn introspect(
                 sub: identity.user_id.to_string(),
                 username: &identity.username,
                 groups: &identity.groups,
+                amr: identity.amr.names(),
                 token_type: "Bearer",
                 iat: identity.issued_at,
                 exp: identity.exp(),

@@ -92,6 +92,7 @@ fn login_result(outcome: &Result<NewSession, ApiError>) -> LoginResult {
     match outcome {
         Ok(_) => LoginResult::Ok,
         Err(ApiError::InvalidCredentials) => LoginResult::InvalidCredentials,
+        Err(ApiError::MfaRequired) => LoginResult::MfaRequired,
         Err(ApiError::RateLimited { .. }) => LoginResult::Banned,
         Err(ApiError::Busy) => LoginResult::Shed,
         Err(ApiError::Internal) => LoginResult::Error,
@@ -147,13 +148,24 @@ async fn attempt(
         requester: Requester::new(address.ip, &super::extract::user_agent(req)),
         limited_address: address.limited,
     };
-    let outcome = state.auth.login(&username, password, client).await;
+    // A TOTP code or a recovery code, for a user with a second factor.
+    let one_time = fields
+        .optional("totp")?
+        .filter(|code| !code.is_empty())
+        .map(str::to_owned);
+    let outcome = state
+        .auth
+        .login(&username, password, one_time, client)
+        .await;
     // Only a login that succeeded names its user here: what was typed may be
     // a password typed into the wrong field. `Auth` logs a wrong password
     // itself, with the name only of an account that exists.
     match &outcome {
         Ok(_) => tracing::info!(user = username.as_str(), ip = %address.ip, "login"),
         Err(AuthError::InvalidCredentials) => {}
+        Err(AuthError::MfaRequired) => {
+            tracing::info!(user = username.as_str(), ip = %address.ip, "login needs a one-time code")
+        }
         // Shed logins come by the thousand in a flood: a log line each would
         // cost the CPU that shedding saves.
         Err(AuthError::Busy) => tracing::debug!(ip = %address.ip, "login shed"),
@@ -193,6 +205,9 @@ fn form_error(rd: Option<&str>, username: &str, error: &ApiError) -> HttpRespons
     use actix_web::ResponseError;
     let message = match error {
         ApiError::InvalidCredentials => "Incorrect username or password.".to_owned(),
+        ApiError::MfaRequired => {
+            "Enter the one-time code from your authenticator app, or a recovery code.".to_owned()
+        }
         ApiError::RateLimited { retry_after } => format!(
             "Too many failed sign-in attempts. Try again in {} minute(s).",
             retry_after.div_ceil(60).max(1)

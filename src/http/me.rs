@@ -11,6 +11,7 @@ use super::AppState;
 /// The user behind the token and the session's expiry.
 pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (identity, _) = state.identity(&req).await?;
+    let totp = state.auth.has_second_factor(identity.user_id).await?;
     Ok(HttpResponse::Ok().insert_header(no_store()).json(json!({
         "id": identity.user_id,
         "username": identity.username,
@@ -18,9 +19,11 @@ pub async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         "display_name": identity.display_name,
         "created_at": identity.user_created_at,
         "groups": identity.groups,
+        "totp": totp,
         "session": {
             "expires_at": identity.expires_at,
             "max_expires_at": identity.max_expires_at,
+            "amr": identity.amr.names(),
         },
     })))
 }

@@ -19,6 +19,7 @@ mod logout;
 mod me;
 pub mod metrics;
 mod proxied;
+mod second_factor;
 mod verify;
 
 use std::collections::HashSet;
@@ -208,6 +209,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/logout").route(web::post().to(logout::logout)))
         .service(web::resource("/me").route(web::get().to(me::me)))
+        .service(
+            web::resource("/me/totp")
+                .route(web::post().to(second_factor::begin))
+                .route(web::delete().to(second_factor::remove)),
+        )
+        .service(web::resource("/me/totp/confirm").route(web::post().to(second_factor::confirm)))
+        .service(
+            web::resource("/me/recovery-codes")
+                .route(web::post().to(second_factor::recovery_codes)),
+        )
         .service(web::resource("/sessions").route(web::get().to(me::sessions)))
         .service(web::resource("/sessions/{id}").route(web::delete().to(me::delete_session)))
         .service(

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::{proxied, AppState};
 use crate::access::{Decision, Outcome, ProxiedRequest, Subject, Why};
 use crate::auth::Identity;
+use crate::config::Policy;
 use crate::ops::metrics::VerifyResult;
 
 /// Judges the proxied request with the access rules: 200 with the
@@ -79,6 +80,7 @@ async fn judge(
     // A rule names subjects: the same list judges again with the user, so
     // a reload during the token check cannot mix two lists. Otherwise the
     // list is let go before waiting.
+    let needs_otp = anonymous.why == Why::Policy(Policy::TwoFactor);
     let rules = match anonymous.why {
         Why::SubjectsNeedLogin => Some(Guard::into_inner(rules)),
         _ => {
@@ -88,22 +90,33 @@ async fn judge(
     };
     if let Some((token, _)) = state.token(req) {
         if let Some(identity) = state.auth.check_token(token).await? {
-            let Some(rules) = rules else {
-                return Ok((VerifyResult::Allow, identity_response(identity)));
+            let outcome = match &rules {
+                // The anonymous walk ended on a policy: the session is
+                // enough, unless that policy wants a second factor.
+                None if needs_otp && !identity.amr.has_otp() => Outcome::NeedsLogin,
+                None => Outcome::Allow,
+                Some(rules) => {
+                    let subject = Subject {
+                        username: &identity.username,
+                        groups: &identity.groups,
+                        two_factor: identity.amr.has_otp(),
+                    };
+                    let decision = rules.decide(&request, Some(&subject));
+                    if decision.outcome == Outcome::Deny {
+                        // Never the login page: the user is logged in, and
+                        // would come straight back here.
+                        return Err(denied(&decision));
+                    }
+                    decision.outcome
+                }
             };
-            let subject = Subject {
-                username: &identity.username,
-                groups: &identity.groups,
-            };
-            let decision = rules.decide(&request, Some(&subject));
-            return match decision.outcome {
-                Outcome::Allow => Ok((VerifyResult::Allow, identity_response(identity))),
-                Outcome::Bypass => Ok((VerifyResult::Bypass, bypass_response())),
-                // Never the login page: the user is logged in, and would
-                // come straight back here.
-                Outcome::Deny => Err(denied(&decision)),
-                Outcome::NeedsLogin => Err(ApiError::Unauthorized),
-            };
+            match outcome {
+                Outcome::Allow => return Ok((VerifyResult::Allow, identity_response(identity))),
+                Outcome::Bypass => return Ok((VerifyResult::Bypass, bypass_response())),
+                // A session without the factor a `two_factor` rule needs:
+                // as if not logged in, so the login page can step it up.
+                Outcome::NeedsLogin | Outcome::Deny => {}
+            }
         }
     }
     let login_url = url::form_urlencoded::parse(req.query_string().as_bytes())

@@ -16,6 +16,7 @@ pub mod groups;
 pub mod migrate;
 mod reader;
 pub mod sessions;
+pub mod totp;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,8 @@ pub struct NewSession<'a> {
     pub max_expires_at: i64,
     pub ip: &'a str,
     pub user_agent: &'a str,
+    /// The factors the login proved (bits: 1 password, 2 one-time code).
+    pub amr: i64,
 }
 
 /// A session row with the user it belongs to: what a token check needs.
@@ -34,6 +36,8 @@ pub struct TokenRow {
     pub user_created_at: i64,
     /// The user's group names, in folded-name order (see `store::groups`).
     pub groups: Vec<String>,
+    /// The factors the session's login proved (see [`NewSession::amr`]).
+    pub amr: i64,
 }
 
 /// A session row as listed in an inventory.
@@ -80,8 +84,9 @@ pub fn insert(
         .prepare_cached(
             "INSERT INTO sessions
                (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
-                ip, user_agent)
-             VALUES (?1, ?2, (SELECT last_id + 1 FROM session_counter), ?3, ?4, ?5, ?6, ?7, ?8)
+                ip, user_agent, amr)
+             VALUES (?1, ?2, (SELECT last_id + 1 FROM session_counter), ?3, ?4, ?5, ?6, ?7, ?8,
+                     ?9)
              ON CONFLICT (lookup_key) DO NOTHING
              RETURNING id",
         )?
@@ -95,6 +100,7 @@ pub fn insert(
                 session.max_expires_at,
                 session.ip,
                 session.user_agent,
+                session.amr,
             ],
             |r| r.get(0),
         )
@@ -116,7 +122,7 @@ pub fn find_by_token_hash(
         .prepare_cached(
             "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
                     u.id, u.username, u.email, u.display_name, u.disabled, u.created_at,
-                    u.group_names
+                    u.group_names, s.amr
              FROM sessions AS s JOIN users AS u ON u.id = s.user_id
              WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
         )?
@@ -133,6 +139,7 @@ pub fn find_by_token_hash(
                 user_disabled: r.get(8)?,
                 user_created_at: r.get(9)?,
                 groups: split_groups(r.get_ref(10)?.as_str()?),
+                amr: r.get(11)?,
             })
         })
         .optional()?)
@@ -154,6 +161,22 @@ pub fn extend(conn: &Connection, token_hash: &[u8; 32], expires_at: i64) -> Resu
     )?
     .execute(params![lookup_key(token_hash), &token_hash[..], expires_at])?;
     Ok(())
+}
+
+/// Adds the factor bits `amr` to session `id`'s (a code proved at
+/// enrollment counts for the session that proved it).
+pub fn add_factors(conn: &Connection, id: i64, amr: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE sessions SET amr = amr | ?2 WHERE id = ?1")?
+        .execute([id, amr])?;
+    Ok(())
+}
+
+/// Deletes session `id`; false when there was none.
+pub fn delete(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute([id])?;
+    Ok(changed == 1)
 }
 
 /// Deletes the session with this token hash; returns its user's id, or
@@ -260,6 +283,7 @@ mod tests {
             max_expires_at: expires_at + 100,
             ip: "127.0.0.1",
             user_agent: "ua",
+            amr: 1,
         };
         insert(conn, hash, &session).unwrap()
     }

@@ -289,6 +289,7 @@ mod tests {
             max_expires_at: 20,
             ip: "127.0.0.1",
             user_agent: "test",
+            amr: 1,
         };
         crate::store::sessions::insert(&conn, &[7; 32], &session).unwrap();
         assert!(delete(&conn, id).unwrap());

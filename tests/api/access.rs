@@ -48,20 +48,54 @@ fn serve_refuses_bad_rules_naming_the_rule_and_the_key() {
 }
 
 #[test]
-fn two_factor_rules_are_refused_until_the_second_factor_exists() {
+fn access_check_judges_two_factor_rules_by_the_sessions_factors() {
     let sandbox = Sandbox::new();
-    for text in [
+    sandbox.add_user("alice", "pw");
+    std::fs::write(
+        sandbox.path("2fa.toml"),
         "[[access.rules]]\npaths = [\"/admin\"]\npolicy = \"two_factor\"\n",
-        "[access]\ndefault_policy = \"two_factor\"\n",
-    ] {
-        std::fs::write(sandbox.path("2fa.toml"), text).unwrap();
-        let run = sandbox.latchkey(&["--config", "2fa.toml", "serve"], None);
-        let message = run.assert_error();
-        assert!(
-            message.contains("second factor") && message.contains("not available yet"),
-            "{message}"
-        );
-    }
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            "2fa.toml",
+            "access",
+            "check",
+            "https://a.example.com/admin",
+        ];
+        args.extend_from_slice(extra);
+        let run = sandbox.latchkey(&args, None);
+        run.assert_ok();
+        run.stdout
+    };
+    let password_only = check(&["--user", "alice"]);
+    assert!(
+        password_only.contains("with a password-only session")
+            && password_only.contains("decision  log in first")
+            && password_only.contains("no session whose login proved a second factor"),
+        "{password_only}"
+    );
+    let with_otp = check(&["--user", "alice", "--otp"]);
+    assert!(
+        with_otp.contains("proved a second factor") && with_otp.contains("decision  allow"),
+        "{with_otp}"
+    );
+    let message = sandbox
+        .latchkey(
+            &[
+                "--config",
+                "2fa.toml",
+                "access",
+                "check",
+                "https://a.example.com/",
+                "--otp",
+            ],
+            None,
+        )
+        .assert_error()
+        .to_owned();
+    assert!(message.contains("--user"), "{message}");
 }
 
 #[test]
@@ -152,13 +186,13 @@ fn access_check_judges_a_user_with_their_groups_from_the_database() {
     };
     assert_eq!(
         check("alice"),
-        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"alice\", in groups Admins,dev\n\
+        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"alice\", in groups Admins,dev, with a password-only session\n\
          decision  allow (200 with the user's Remote-* headers)\n\
          because   rule 0 applies; its policy is one_factor\n"
     );
     assert_eq!(
         check("BOB"),
-        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"bob\", in no group\n\
+        "request   GET app.example.com /admin/users from 10.0.0.1, as user \"bob\", in no group, with a password-only session\n\
          rule 0    does not apply: its subjects do not match\n\
          decision  deny (403 forbidden)\n\
          because   rule 1 applies; its policy is deny\n"

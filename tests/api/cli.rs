@@ -15,7 +15,7 @@ use crate::helpers::{
     Server, ADMIN_PASSWORD_PREFIX,
 };
 
-const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED  GROUPS";
+const USER_HEADER: &str = "ID  USERNAME  EMAIL  DISPLAY NAME  STATUS  CREATED  TOTP  GROUPS";
 const SESSION_HEADER: &str = "ID  USER  CREATED  EXPIRES  IP  USER AGENT";
 const CLIENT_HEADER: &str = "ID  CREATED";
 const GROUP_HEADER: &str = "NAME  MEMBERS  CREATED";
@@ -126,14 +126,14 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
     let run = sandbox.latchkey(&["user", "list"], None);
     run.assert_ok();
     let expected = [
-        "ID  USERNAME  EMAIL              DISPLAY NAME   STATUS    CREATED               GROUPS"
+        "ID  USERNAME  EMAIL              DISPLAY NAME   STATUS    CREATED               TOTP  GROUPS"
             .to_owned(),
         format!(
-            "1   alice     alice@example.com  Alice Liddell  active    {}",
+            "1   alice     alice@example.com  Alice Liddell  active    {}  no",
             created("alice")
         ),
         format!(
-            "2   Bob                                         disabled  {}",
+            "2   Bob                                         disabled  {}  no",
             created("Bob")
         ),
     ]
@@ -1306,10 +1306,14 @@ fn every_command_creates_and_migrates_the_database() {
                 "audit",
                 "clients",
                 "groups",
+                "login_challenges",
                 "memberships",
+                "recovery_codes",
                 "session_counter",
                 "sessions",
                 "sqlite_sequence",
+                "totp",
+                "totp_pending",
                 "users"
             ],
             "{args:?}"

@@ -58,6 +58,7 @@ async fn an_active_token_gets_exactly_the_rfc7662_fields() {
             "sub": id.to_string(),
             "username": "alice",
             "groups": [],
+            "amr": ["pwd"],
             "token_type": "Bearer",
             "iat": iat,
             "exp": login["expires_at"],

@@ -22,6 +22,7 @@ mod packaging;
 mod proxy;
 mod races;
 mod rules;
+mod second_factor;
 mod secrets;
 mod sessions;
 #[cfg(target_os = "linux")] // Signals are sent with rustix.

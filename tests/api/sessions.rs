@@ -247,9 +247,11 @@ async fn me_describes_the_user_and_the_session() {
             "display_name": "Alice L.",
             "created_at": created_at,
             "groups": [],
+            "totp": false,
             "session": {
                 "expires_at": login["expires_at"],
                 "max_expires_at": login["max_expires_at"],
+                "amr": ["pwd"],
             },
         })
     );
@@ -274,6 +276,7 @@ async fn me_has_null_email_and_display_name_when_the_user_has_none() {
             "display_name",
             "created_at",
             "groups",
+            "totp",
             "session"
         ])
     );

@@ -9,6 +9,7 @@ fn fields(user_id: i64) -> sessions::NewSession<'static> {
         max_expires_at: 20,
         ip: "127.0.0.1",
         user_agent: "test",
+        amr: 1,
     }
 }
 
@@ -44,6 +45,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
         credential_version: read.credential_version,
         upgraded_hash: Some("$argon2id$upgraded"),
         requester: &requester(),
+        proof: Proof::PasswordOnly,
     };
     let created = create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
     assert!(sessions::find_by_token_hash(&conn, &created.token.hash().0)
@@ -84,6 +86,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
             credential_version: read.credential_version,
             upgraded_hash: Some("$argon2id$old-upgraded"),
             requester: &requester(),
+            proof: Proof::PasswordOnly,
         };
         let result = create_session(&mut conn, &checked, fields(alice), Token::generate);
         assert!(
@@ -111,6 +114,7 @@ fn a_login_draws_another_token_when_the_store_reports_its_key_taken() {
         max_expires_at: 20,
         ip: "127.0.0.1",
         user_agent: "test",
+        amr: 1,
     };
     let taken = Token::generate().unwrap();
     let free = Token::generate().unwrap();

@@ -26,6 +26,7 @@ const MIGRATIONS: &[Migration] = &[
     groups_and_memberships,
     users_group_names,
     audit_trail,
+    second_factor,
 ];
 
 /// The schema version this build writes and understands.
@@ -183,6 +184,39 @@ fn audit_trail(tx: &Transaction<'_>) -> Result<(), StoreError> {
          );
          CREATE INDEX audit_by_time ON audit (at);
          CREATE INDEX audit_by_user ON audit (username_folded, id);",
+    )?;
+    Ok(())
+}
+
+/// Version 8: the second factor (see schema.sql): `sessions.amr`, every
+/// existing session a password login's (1); `totp`, `totp_pending`,
+/// `recovery_codes` and `login_challenges`, empty.
+fn second_factor(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "ALTER TABLE sessions ADD COLUMN amr INTEGER NOT NULL DEFAULT 1;
+         CREATE TABLE totp (
+            user_id         INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+            secret          BLOB    NOT NULL CHECK (length(secret) = 20),
+            last_step       INTEGER NOT NULL,
+            enrolled_at     INTEGER NOT NULL
+         );
+         CREATE TABLE totp_pending (
+            user_id         INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+            secret          BLOB    NOT NULL CHECK (length(secret) = 20),
+            created_at      INTEGER NOT NULL
+         );
+         CREATE TABLE recovery_codes (
+            user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            code_hash       BLOB    NOT NULL CHECK (length(code_hash) = 32),
+            PRIMARY KEY (user_id, code_hash)
+         ) WITHOUT ROWID;
+         CREATE TABLE login_challenges (
+            challenge_hash  BLOB    PRIMARY KEY CHECK (length(challenge_hash) = 32),
+            user_id         INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            credential_version INTEGER NOT NULL,
+            replaces_session INTEGER,
+            expires_at      INTEGER NOT NULL
+         ) WITHOUT ROWID;",
     )?;
     Ok(())
 }

@@ -421,6 +421,7 @@ impl Sandbox {
             max_expires_at,
             ip,
             user_agent,
+            amr: 1,
         };
         insert_session(&store_connection(&self.db_path()), id, &session);
     }

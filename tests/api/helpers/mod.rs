@@ -7,15 +7,18 @@
 //! - [`proxies`]: real nginx and Caddy in front of latchkey, and the app behind them
 //! - [`db`]: database fixtures, written through the store's own functions
 //! - [`rng`]: the one random generator
+//! - [`totp`]: one-time codes as an authenticator app computes them
 
 pub mod app;
 pub mod db;
 pub mod process;
 pub mod proxies;
 pub mod rng;
+pub mod totp;
 
 pub use app::*;
 pub use db::*;
 pub use process::*;
 pub use proxies::*;
 pub use rng::*;
+pub use totp::*;

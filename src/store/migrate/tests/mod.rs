@@ -340,6 +340,7 @@ fn insert_test_session(conn: &Connection, seed: u8, user_id: i64) -> i64 {
         max_expires_at: 3,
         ip: "127.0.0.1",
         user_agent: "t",
+        amr: 1,
     };
     match super::super::sessions::insert(conn, &[seed; 32], &session).unwrap() {
         super::super::sessions::Inserted::Stored(id) => id,
@@ -430,3 +431,4 @@ fn a_version_2_file_without_sessions_starts_the_ids_at_1() {
 }
 
 mod audit;
+mod second_factor;
