@@ -8,6 +8,8 @@
 //! raises the user's credential version in its transaction, so a login
 //! whose password check overlaps it makes no session (SPEC "Users").
 
+use rusqlite::Connection;
+
 use super::admin::{find_user, immediate, Admin, AdminError, UserChange};
 use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
@@ -39,6 +41,14 @@ enum Owner {
     Code(Proof),
 }
 
+/// What the owner presents for a change: the password, a code, and who
+/// asks (whose address the limits count).
+struct OwnerProof<'a> {
+    password: Password,
+    code: Option<String>,
+    requester: &'a Requester,
+}
+
 #[derive(Clone, Copy)]
 enum Proof {
     Step(i64),
@@ -65,26 +75,17 @@ impl Auth {
         code: Option<String>,
         requester: &Requester,
     ) -> Result<Enrollment, AuthError> {
-        let (attempt, owner) = self
-            .prove_owner(identity, password, code, requester)
-            .await?;
         let secret = Secret::generate()?;
         let stored = secret.as_bytes().to_vec();
-        let user_id = identity.user_id;
-        let result = self
-            .inner
-            .store
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !use_proof(&tx, user_id, &owner)? {
-                    return Ok(false);
-                }
-                totp_store::set_pending(&tx, user_id, &stored, unix_now())?;
-                tx.commit()?;
-                Ok(true)
-            })
-            .await?;
-        settle(attempt, result)?;
+        let proof = OwnerProof {
+            password,
+            code,
+            requester,
+        };
+        self.change_as_owner(identity, proof, false, move |tx, user_id| {
+            totp_store::set_pending(tx, user_id, &stored, unix_now())
+        })
+        .await?;
         Ok(Enrollment {
             secret: secret.base32(),
             otpauth_uri: secret.otpauth_uri(ISSUER, &identity.username),
@@ -102,11 +103,7 @@ impl Auth {
     ) -> Result<Vec<String>, AuthError> {
         let attempt = self.reserve_attempt(identity, requester)?;
         let codes = totp::recovery_codes()?;
-        let hashes: Vec<[u8; 32]> = codes
-            .iter()
-            .filter_map(|c| totp::recovery_code_hash(c))
-            .map(|h| h.0)
-            .collect();
+        let hashes = recovery_code_hashes(&codes);
         let (user_id, session_id) = (identity.user_id, identity.session_id);
         let (code, who) = (code.to_owned(), requester.clone());
         let confirmed = self
@@ -159,31 +156,19 @@ impl Auth {
         code: Option<String>,
         requester: &Requester,
     ) -> Result<(), AuthError> {
-        let (attempt, owner) = self
-            .prove_owner(identity, password, code, requester)
-            .await?;
-        if let Owner::NoFactor = owner {
-            drop(attempt);
-            return Err(AuthError::NoSecondFactor);
-        }
-        let (user_id, who) = (identity.user_id, requester.clone());
-        let removed = self
-            .inner
-            .store
-            .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                if !use_proof(&tx, user_id, &owner)? {
-                    return Ok(false);
-                }
-                totp_store::remove(&tx, user_id)?;
-                users::bump_credential_version(&tx, user_id)?;
-                let origin = Origin::Http(&who);
-                audit::record(&tx, Event::TotpRemoved, origin, Subject::User(user_id), "")?;
-                tx.commit()?;
-                Ok(true)
-            })
-            .await?;
-        settle(attempt, removed)
+        let who = requester.clone();
+        let proof = OwnerProof {
+            password,
+            code,
+            requester,
+        };
+        self.change_as_owner(identity, proof, true, move |tx, user_id| {
+            totp_store::remove(tx, user_id)?;
+            users::bump_credential_version(tx, user_id)?;
+            let origin = Origin::Http(&who);
+            audit::record(tx, Event::TotpRemoved, origin, Subject::User(user_id), "")
+        })
+        .await
     }
 
     /// Replaces the recovery codes with 10 new ones (returned, to be shown
@@ -195,21 +180,50 @@ impl Auth {
         code: Option<String>,
         requester: &Requester,
     ) -> Result<Vec<String>, AuthError> {
+        let codes = totp::recovery_codes()?;
+        let hashes = recovery_code_hashes(&codes);
+        let who = requester.clone();
+        let proof = OwnerProof {
+            password,
+            code,
+            requester,
+        };
+        self.change_as_owner(identity, proof, true, move |tx, user_id| {
+            totp_store::replace_recovery_codes(tx, user_id, &hashes)?;
+            let origin = Origin::Http(&who);
+            let subject = Subject::User(user_id);
+            audit::record(tx, Event::RecoveryCodesReplaced, origin, subject, "")
+        })
+        .await?;
+        Ok(codes)
+    }
+
+    /// Proves the owner ([`Auth::prove_owner`]), then runs `change` in one
+    /// immediate transaction that also uses up the owner's code, so a code
+    /// raced by another request counts for one of them only. `needs_factor`:
+    /// a user without one gets [`AuthError::NoSecondFactor`].
+    async fn change_as_owner(
+        &self,
+        identity: &Identity,
+        proof: OwnerProof<'_>,
+        needs_factor: bool,
+        change: impl FnOnce(&Connection, i64) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), AuthError> {
+        let OwnerProof {
+            password,
+            code,
+            requester,
+        } = proof;
         let (attempt, owner) = self
             .prove_owner(identity, password, code, requester)
             .await?;
-        if let Owner::NoFactor = owner {
+        if needs_factor && matches!(owner, Owner::NoFactor) {
+            // Released uncounted: the password was right.
             drop(attempt);
             return Err(AuthError::NoSecondFactor);
         }
-        let codes = totp::recovery_codes()?;
-        let hashes: Vec<[u8; 32]> = codes
-            .iter()
-            .filter_map(|c| totp::recovery_code_hash(c))
-            .map(|h| h.0)
-            .collect();
-        let (user_id, who) = (identity.user_id, requester.clone());
-        let replaced = self
+        let user_id = identity.user_id;
+        let done = self
             .inner
             .store
             .run(move |conn| {
@@ -217,16 +231,20 @@ impl Auth {
                 if !use_proof(&tx, user_id, &owner)? {
                     return Ok(false);
                 }
-                totp_store::replace_recovery_codes(&tx, user_id, &hashes)?;
-                let origin = Origin::Http(&who);
-                let subject = Subject::User(user_id);
-                audit::record(&tx, Event::RecoveryCodesReplaced, origin, subject, "")?;
+                change(&tx, user_id)?;
                 tx.commit()?;
                 Ok(true)
             })
             .await?;
-        settle(attempt, replaced)?;
-        Ok(codes)
+        if done {
+            attempt.succeeded(unix_now());
+            Ok(())
+        } else {
+            // The code was used up by another request meanwhile: a wrong
+            // code after all.
+            attempt.failed(unix_now());
+            Err(AuthError::InvalidCredentials)
+        }
     }
 
     /// A place against the brute-force limits of the user's name and the
@@ -309,7 +327,7 @@ impl Auth {
 
 /// Uses up the owner's code in the change's transaction; false when
 /// another request used it first (a replay).
-fn use_proof(conn: &rusqlite::Connection, user_id: i64, owner: &Owner) -> Result<bool, StoreError> {
+fn use_proof(conn: &Connection, user_id: i64, owner: &Owner) -> Result<bool, StoreError> {
     match owner {
         Owner::NoFactor => Ok(true),
         Owner::Code(Proof::Step(step)) => totp_store::use_step(conn, user_id, *step),
@@ -319,16 +337,13 @@ fn use_proof(conn: &rusqlite::Connection, user_id: i64, owner: &Owner) -> Result
     }
 }
 
-/// Settles the attempt of a change that went through (`done`) or whose
-/// code was used up by another request meanwhile (a wrong code after all).
-fn settle(attempt: Attempt<'_>, done: bool) -> Result<(), AuthError> {
-    if done {
-        attempt.succeeded(unix_now());
-        Ok(())
-    } else {
-        attempt.failed(unix_now());
-        Err(AuthError::InvalidCredentials)
-    }
+/// The hashes recovery `codes` are stored by.
+fn recovery_code_hashes(codes: &[String]) -> Vec<[u8; 32]> {
+    codes
+        .iter()
+        .filter_map(|c| totp::recovery_code_hash(c))
+        .map(|h| h.0)
+        .collect()
 }
 
 impl Admin {
