@@ -306,9 +306,9 @@ fn metrics_server(
     Ok((server, local_addr))
 }
 
-/// Deletes expired sessions, and audit events older than `audit_retention`,
-/// now and every [`PURGE_INTERVAL`], until `stop` is sent or dropped (a
-/// purge under way finishes first).
+/// Deletes expired sessions and login challenges, and audit events older
+/// than `audit_retention`, now and every [`PURGE_INTERVAL`], until `stop` is
+/// sent or dropped (a purge under way finishes first).
 async fn purge_in_background(
     auth: Auth,
     audit_retention: Option<Duration>,
@@ -316,8 +316,14 @@ async fn purge_in_background(
 ) {
     loop {
         match auth.purge_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(sessions = n, "purged expired sessions"),
+            Ok((0, 0)) => {}
+            Ok((sessions, challenges)) => {
+                tracing::debug!(
+                    sessions,
+                    challenges,
+                    "purged expired sessions and challenges"
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
         }
         if let Some(retention) = audit_retention {

@@ -6,12 +6,13 @@ use rusqlite::Connection;
 
 use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
-use super::limiter::BansStarted;
+use super::limiter::{Attempt, BansStarted};
 use super::token::{RandomError, Token};
 use super::{totp, unix_now, Amr, Auth, AuthError};
 use crate::store::sessions::{self, Inserted};
 use crate::store::totp as totp_store;
-use crate::store::{users, StoreError, TransactionBehavior};
+use crate::store::users::{self, User};
+use crate::store::{StoreError, TransactionBehavior};
 
 /// Tokens drawn for one login before giving up. A draw is refused only when
 /// its hash's first 64 bits are taken (odds 2^-64 per stored session), so
@@ -34,6 +35,8 @@ pub struct NewSession {
     pub created_at: i64,
     pub expires_at: i64,
     pub max_expires_at: i64,
+    /// The factors the login proved.
+    pub amr: Amr,
 }
 
 impl NewSession {
@@ -68,6 +71,42 @@ impl Auth {
         one_time: Option<String>,
         client: Client,
     ) -> Result<NewSession, AuthError> {
+        let checked = self.check_password(username, password, &client).await?;
+        // The password is right. A second factor, if the user has one, next.
+        let proof = match (&checked.factor, one_time.as_deref()) {
+            (None, _) => Proof::PasswordOnly,
+            // Not a failure, and not a success either: a success would clear
+            // the username's failures, and wrong codes must keep counting.
+            (Some(_), None) => return Err(AuthError::MfaRequired),
+            (Some(factor), Some(code)) => match second_factor_proof(factor, code, unix_now()) {
+                Some(proof) => proof,
+                None => {
+                    let reason = "wrong one-time code";
+                    let PasswordChecked { attempt, user, .. } = checked;
+                    return Err(self
+                        .wrong_code(attempt, &user, client.requester, reason)
+                        .await);
+                }
+            },
+        };
+        let second = SecondStep {
+            proof,
+            upgraded_hash: checked.upgraded_hash,
+            replaces: None,
+        };
+        self.finish_login(checked.attempt, checked.user, second, client)
+            .await
+    }
+
+    /// The password half of a login: the limiter, the hashing pool, one
+    /// argon2 verification whether or not the user exists. A wrong password
+    /// (or an unknown or disabled user) is counted, logged and audited here.
+    pub(super) async fn check_password(
+        &self,
+        username: &Username,
+        password: Password,
+        client: &Client,
+    ) -> Result<PasswordChecked<'_>, AuthError> {
         let inner = &self.inner;
         let folded = username.folded();
         // The attempt is reserved before the hash, so that parallel guesses
@@ -120,8 +159,13 @@ impl Auth {
             .await
             .map_err(|_| AuthError::Busy)?;
 
-        let user = match user {
-            Some(user) if matches && !user.disabled => user,
+        match user {
+            Some(user) if matches && !user.disabled => Ok(PasswordChecked {
+                attempt,
+                user,
+                factor,
+                upgraded_hash,
+            }),
             _ => {
                 let bans = attempt.failed(unix_now());
                 let account = user
@@ -137,53 +181,73 @@ impl Auth {
                     account.as_ref().map(|(name, _)| name.as_str()),
                     client.requester.ip,
                 );
-                self.record_failure(account, client.requester, reason, bans)
+                self.record_failure(account, client.requester.clone(), reason, bans)
                     .await;
-                return Err(AuthError::InvalidCredentials);
+                Err(AuthError::InvalidCredentials)
             }
-        };
-        // The password is right. A second factor, if the user has one, next.
-        let proof = match (&factor, one_time.as_deref()) {
-            (None, _) => Proof::PasswordOnly,
-            // Not a failure, and not a success either: a success would clear
-            // the username's failures, and wrong codes must keep counting.
-            (Some(_), None) => return Err(AuthError::MfaRequired),
-            (Some(factor), Some(code)) => match second_factor_proof(factor, code, unix_now()) {
-                Some(proof) => proof,
-                None => {
-                    let bans = attempt.failed(unix_now());
-                    let account = (user.username.clone(), folded.to_owned());
-                    let reason = "wrong one-time code";
-                    self.record_failure(Some(account), client.requester, reason, bans)
-                        .await;
-                    return Err(AuthError::InvalidCredentials);
-                }
-            },
-        };
+        }
+    }
 
+    /// A wrong one-time code after the right password (or for a step-up):
+    /// counted, audited, and answered as a wrong password is.
+    pub(super) async fn wrong_code(
+        &self,
+        attempt: Attempt<'_>,
+        user: &User,
+        requester: Requester,
+        reason: &'static str,
+    ) -> AuthError {
+        let bans = attempt.failed(unix_now());
+        let account = (user.username.clone(), user.username.to_lowercase());
+        log_failure(Some(&user.username), requester.ip);
+        self.record_failure(Some(account), requester, reason, bans)
+            .await;
+        AuthError::InvalidCredentials
+    }
+
+    /// The login's one write: the session, made only while the user's
+    /// credentials are those checked and the one-time code is unused.
+    pub(super) async fn finish_login(
+        &self,
+        attempt: Attempt<'_>,
+        user: User,
+        second: SecondStep,
+        client: Client,
+    ) -> Result<NewSession, AuthError> {
+        let inner = &self.inner;
         let lifetimes = inner.lifetimes;
         let requester = client.requester.clone();
-        let account = (user.username.clone(), folded.to_owned());
+        let (user_id, credential_version) = (user.id, user.credential_version);
         let created = inner
             .store
             .run(move |conn| {
                 let now = unix_now();
-                let (expires_at, max_expires_at) = lifetimes.new_session(now);
+                let (mut expires_at, mut max_expires_at) = lifetimes.new_session(now);
+                if let Some(replaced) = &second.replaces {
+                    // A step-up proves a code, not the password again: the
+                    // new session ends no later than the one it replaces.
+                    max_expires_at = max_expires_at.min(replaced.max_expires_at);
+                    expires_at = expires_at.min(max_expires_at);
+                    if max_expires_at <= now {
+                        return Ok(Err(AuthError::CredentialsChanged));
+                    }
+                }
                 let ip = requester.ip.to_string();
                 let fields = sessions::NewSession {
-                    user_id: user.id,
+                    user_id,
                     created_at: now,
                     expires_at,
                     max_expires_at,
                     ip: &ip,
                     user_agent: &requester.user_agent,
-                    amr: proof.amr().bits(),
+                    amr: second.proof.amr().bits(),
                 };
                 let checked = Checked {
-                    credential_version: user.credential_version,
-                    upgraded_hash: upgraded_hash.as_deref(),
+                    credential_version,
+                    upgraded_hash: second.upgraded_hash.as_deref(),
                     requester: &requester,
-                    proof,
+                    proof: second.proof,
+                    replaces_session: second.replaces.map(|r| r.session_id),
                 };
                 Ok(create_session(conn, &checked, fields, Token::generate))
             })
@@ -192,14 +256,14 @@ impl Auth {
             Err(AuthError::ReplayedCode) => {
                 // A code (or recovery code) used up by another request
                 // since it was checked here: a wrong code after all.
-                let bans = attempt.failed(unix_now());
                 let reason = "one-time code already used";
-                self.record_failure(Some(account), client.requester, reason, bans)
-                    .await;
-                return Err(AuthError::InvalidCredentials);
+                return Err(self
+                    .wrong_code(attempt, &user, client.requester, reason)
+                    .await);
             }
             Err(AuthError::CredentialsChanged) => {
                 attempt.succeeded(unix_now());
+                let account = (user.username.clone(), user.username.to_lowercase());
                 let reason = "the credentials changed during the check";
                 self.record_failure(
                     Some(account),
@@ -264,10 +328,36 @@ impl Auth {
     }
 }
 
+/// A password checked right, with what the second step needs.
+pub(super) struct PasswordChecked<'a> {
+    /// Counted as a success or a failure once the login ends.
+    pub attempt: Attempt<'a>,
+    pub user: User,
+    /// The user's second factor, when they have one.
+    pub factor: Option<totp_store::Factor>,
+    /// The password hashed again with the current parameters, when they changed.
+    pub upgraded_hash: Option<String>,
+}
+
+/// What a login's write needs besides the user.
+pub(super) struct SecondStep {
+    pub proof: Proof,
+    pub upgraded_hash: Option<String>,
+    /// For a step-up: the one-factor session the new one replaces.
+    pub replaces: Option<Replaced>,
+}
+
+/// The session a step-up replaces.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Replaced {
+    pub session_id: i64,
+    pub max_expires_at: i64,
+}
+
 /// What the second factor proved, to be made good in the login's
 /// transaction: a TOTP step not used before, or a recovery code not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proof {
+pub(super) enum Proof {
     /// The user has no second factor.
     PasswordOnly,
     /// A TOTP code of this step.
@@ -288,7 +378,11 @@ impl Proof {
 /// What `code` proves against `factor` at `now`: a TOTP step later than
 /// the last one used, or a well-formed recovery code (whether it is one of
 /// the user's is for the transaction to find). `None` for a wrong code.
-fn second_factor_proof(factor: &totp_store::Factor, code: &str, now: i64) -> Option<Proof> {
+pub(super) fn second_factor_proof(
+    factor: &totp_store::Factor,
+    code: &str,
+    now: i64,
+) -> Option<Proof> {
     if totp::looks_like_code(code) {
         let secret = totp::Secret::from_bytes(&factor.secret)?;
         return secret
@@ -307,6 +401,8 @@ struct Checked<'a> {
     requester: &'a Requester,
     /// The second factor, used up in the same transaction.
     proof: Proof,
+    /// For a step-up: the session deleted in the same transaction.
+    replaces_session: Option<i64>,
 }
 
 /// The login's one write, in one immediate transaction: the hash upgrade
@@ -346,14 +442,23 @@ fn create_session(
             audit::record(&tx, Event::RecoveryCodeUsed, origin, user, &detail)?;
         }
     }
+    if let Some(id) = checked.replaces_session {
+        // Revoked (or logged out) since the code page was shown: the
+        // step-up has nothing left to step up.
+        if !sessions::delete_by_id(&tx, session.user_id, id)? {
+            return Err(AuthError::CredentialsChanged);
+        }
+    }
     if let Some(hash) = checked.upgraded_hash {
         users::upgrade_password_hash(&tx, session.user_id, checked.credential_version, hash)?;
     }
     let created = insert_session(&tx, draw, session)?;
-    let detail = match checked.proof {
-        Proof::PasswordOnly => "",
-        Proof::Step(_) => "password and TOTP code",
-        Proof::RecoveryCode(_) => "password and recovery code",
+    let detail = match (checked.proof, checked.replaces_session) {
+        (Proof::PasswordOnly, _) => "",
+        (Proof::Step(_), None) => "password and TOTP code",
+        (Proof::RecoveryCode(_), None) => "password and recovery code",
+        (Proof::Step(_), Some(_)) => "step-up with a TOTP code",
+        (Proof::RecoveryCode(_), Some(_)) => "step-up with a recovery code",
     };
     audit::record(&tx, Event::LoginOk, origin, user, detail)?;
     tx.commit().map_err(StoreError::from)?;
@@ -387,6 +492,7 @@ fn insert_session(
                 created_at: session.created_at,
                 expires_at: session.expires_at,
                 max_expires_at: session.max_expires_at,
+                amr: Amr::from_bits(session.amr),
             });
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod challenge;
 pub mod expiry;
 pub mod groups;
 pub mod hasher;
@@ -36,6 +37,7 @@ use password::{HashError, PasswordHashing};
 use token::{RandomError, Token};
 
 pub use admin::{Admin, AdminError};
+pub use challenge::{ChallengeError, CodeChallenge, FormLogin};
 pub use login::{Client, NewSession};
 pub use session::{Amr, ClientCredentials, Identity, Introspection, SessionRow};
 

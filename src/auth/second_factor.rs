@@ -92,6 +92,30 @@ impl Auth {
         })
     }
 
+    /// The enrollment begun and not yet confirmed (nor over 10 minutes
+    /// old), to show again after a wrong confirming code.
+    pub async fn pending_enrollment(
+        &self,
+        identity: &Identity,
+    ) -> Result<Option<Enrollment>, AuthError> {
+        let user_id = identity.user_id;
+        let pending = self
+            .inner
+            .store
+            .run(move |conn| totp_store::pending(conn, user_id))
+            .await?;
+        let Some((secret, created_at)) = pending else {
+            return Ok(None);
+        };
+        if unix_now() - created_at > ENROLLMENT_SECS {
+            return Ok(None);
+        }
+        Ok(Secret::from_bytes(&secret).map(|secret| Enrollment {
+            secret: secret.base32(),
+            otpauth_uri: secret.otpauth_uri(ISSUER, &identity.username),
+        }))
+    }
+
     /// Confirms the pending enrollment with a code from the new secret: it
     /// becomes the user's factor, with 10 new recovery codes (returned,
     /// to be shown once), and the session that proved it gains `otp`.
@@ -223,6 +247,7 @@ impl Auth {
             return Err(AuthError::NoSecondFactor);
         }
         let user_id = identity.user_id;
+        let who = requester.clone();
         let done = self
             .inner
             .store
@@ -230,6 +255,12 @@ impl Auth {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 if !use_proof(&tx, user_id, &owner)? {
                     return Ok(false);
+                }
+                if let Owner::Code(Proof::RecoveryCode(_)) = owner {
+                    let left = totp_store::recovery_codes_left(&tx, user_id)?;
+                    let detail = format!("{left} recovery code(s) left");
+                    let (origin, user) = (Origin::Http(&who), Subject::User(user_id));
+                    audit::record(&tx, Event::RecoveryCodeUsed, origin, user, &detail)?;
                 }
                 change(&tx, user_id)?;
                 tx.commit()?;

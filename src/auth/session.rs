@@ -9,6 +9,7 @@ use super::expiry::Verdict;
 use super::token::TokenHash;
 use super::{unix_now, Auth, AuthError};
 use crate::store::sessions::{self, TokenRow};
+use crate::store::totp as totp_store;
 use crate::store::{self, clients, users, StoreError, TransactionBehavior};
 
 /// A session as listed to its owner.
@@ -268,12 +269,17 @@ impl Auth {
             .await?)
     }
 
-    /// Deletes expired sessions; run periodically by the server.
-    pub async fn purge_expired(&self) -> Result<usize, AuthError> {
+    /// Deletes expired sessions and dead login challenges; returns how many
+    /// of each. Run periodically by the server.
+    pub async fn purge_expired(&self) -> Result<(usize, usize), AuthError> {
         Ok(self
             .inner
             .store
-            .run(|conn| sessions::purge_expired(conn, unix_now()))
+            .run(|conn| {
+                let now = unix_now();
+                let sessions = sessions::purge_expired(conn, now)?;
+                Ok((sessions, totp_store::purge_challenges(conn, now)?))
+            })
             .await?)
     }
 

@@ -12,6 +12,7 @@ pub mod page;
 pub mod redirect;
 pub mod request_id;
 
+mod account;
 mod health;
 mod introspect;
 mod login;
@@ -19,6 +20,7 @@ mod logout;
 mod me;
 pub mod metrics;
 mod proxied;
+mod qr;
 mod second_factor;
 mod verify;
 
@@ -29,10 +31,10 @@ use std::sync::{Arc, Mutex};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::access::{Rules, SharedRules};
+use crate::access::{Outcome, ProxiedRequest, Rules, SharedRules, Subject, Why};
 use crate::auth::audit::Requester;
 use crate::auth::{Auth, Identity};
-use crate::config::{Config, IpNet};
+use crate::config::{Config, IpNet, Policy};
 use crate::ops::metrics::Metrics;
 use cookie::CookieSettings;
 use error::ApiError;
@@ -146,6 +148,42 @@ impl AppState {
         Ok(())
     }
 
+    /// True when the access rules at `rd`, a page a login would send the
+    /// browser back to, need a second factor that `identity`'s session
+    /// lacks: what makes the login page step the session up (or lead its
+    /// user to enrollment). Judged as `/verify` would judge a GET of it from
+    /// this client; an `rd` a login would not follow counts for nothing.
+    fn wants_second_factor(&self, req: &HttpRequest, rd: &str, identity: &Identity) -> bool {
+        let origin = self.request_origin(req);
+        if !self.hosts.redirect_allowed(rd, origin.as_ref()) {
+            return false;
+        }
+        let (host, path) = if rd.starts_with('/') {
+            match &origin {
+                Some(origin) => (origin.host.as_str(), rd),
+                None => return false,
+            }
+        } else {
+            match crate::access::check::split_url(rd) {
+                Ok(split) => split,
+                Err(_) => return false,
+            }
+        };
+        let request = ProxiedRequest {
+            host,
+            path,
+            method: "GET",
+            ip: self.client_address(req).ip,
+        };
+        let subject = Subject {
+            username: &identity.username,
+            groups: &identity.groups,
+            two_factor: false,
+        };
+        let decision = self.access.current().decide(&request, Some(&subject));
+        decision.outcome == Outcome::NeedsLogin && decision.why == Why::Policy(Policy::TwoFactor)
+    }
+
     /// The identity behind the request's token, or 401.
     async fn identity(&self, req: &HttpRequest) -> Result<(Identity, TokenSource), ApiError> {
         let (token, source) = self.token(req).ok_or(ApiError::Unauthorized)?;
@@ -206,6 +244,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/login")
                 .route(web::get().to(login::login_page))
                 .route(web::post().to(login::login)),
+        )
+        .service(web::resource("/account").route(web::get().to(account::account)))
+        .service(web::resource("/account/totp").route(web::post().to(account::begin)))
+        .service(web::resource("/account/totp/confirm").route(web::post().to(account::confirm)))
+        .service(web::resource("/account/totp/remove").route(web::post().to(account::remove)))
+        .service(
+            web::resource("/account/recovery-codes").route(web::post().to(account::recovery_codes)),
         )
         .service(web::resource("/logout").route(web::post().to(logout::logout)))
         .service(web::resource("/me").route(web::get().to(me::me)))

@@ -23,7 +23,15 @@ input:focus{outline:3px solid var(--accent);outline-offset:1px;border-color:var(
 button{width:100%;margin-top:1.5rem;padding:.7rem;font:inherit;font-weight:600;color:#fff;background:var(--accent);border:0;border-radius:8px;cursor:pointer}
 @media (prefers-color-scheme:dark){button{color:#10131a}}
 button:focus-visible{outline:3px solid var(--fg);outline-offset:2px}
-.error{margin:0 0 1rem;padding:.6rem .75rem;border-radius:8px;background:var(--err-bg);color:var(--err-fg)}";
+.error{margin:0 0 1rem;padding:.6rem .75rem;border-radius:8px;background:var(--err-bg);color:var(--err-fg)}
+.note{margin:0 0 1rem;color:var(--muted)}
+.done{margin:0 0 1rem;padding:.6rem .75rem;border-radius:8px;border:1px solid var(--line)}
+h2{margin:1.75rem 0 .5rem;font-size:1.05rem;font-weight:600}
+a{color:var(--accent)}
+.qr{display:block;width:100%;max-width:14rem;height:auto;margin:0 auto 1rem;border-radius:8px}
+code,.codes{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+.codes{columns:2;padding:0;list-style:none;font-size:1.05rem}
+details{margin:0 0 1rem;color:var(--muted);font-size:.9rem}";
 
 /// `Content-Security-Policy` of HTML pages: nothing but this page's own style.
 static CSP: LazyLock<String> = LazyLock::new(|| {
@@ -33,60 +41,114 @@ static CSP: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The login form, with `rd` carried through and an optional error message.
-pub fn login_page(rd: Option<&str>, username: &str, error: Option<&str>) -> String {
-    let error_html = error.map_or_else(String::new, |msg| {
-        format!(
-            "<p class=\"error\" role=\"alert\" id=\"login-error\">{}</p>\n",
-            escape(msg)
-        )
-    });
-    let rd_html = rd.map_or_else(String::new, |rd| {
-        format!(
-            "<input type=\"hidden\" name=\"rd\" value=\"{}\">\n",
-            escape(rd)
-        )
-    });
-    let described_by = if error.is_some() {
-        " aria-describedby=\"login-error\""
-    } else {
-        ""
-    };
-    let autofocus_user = if username.is_empty() {
-        " autofocus"
-    } else {
-        ""
-    };
-    let autofocus_password = if username.is_empty() {
-        ""
-    } else {
-        " autofocus"
-    };
+/// A whole page: the shared head and style around `main`'s content.
+pub fn document(title: &str, main: &str) -> String {
     format!(
         "<!doctype html>
 <html lang=\"en\">
 <head>
 <meta charset=\"utf-8\">
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<title>Sign in · latchkey</title>
+<title>{title} · latchkey</title>
 <style>{STYLE}</style>
 </head>
 <body>
 <main>
 <h1>latchkey</h1>
-{error_html}<form method=\"post\" action=\"/login\"{described_by}>
+{main}</main>
+</body>
+</html>
+",
+        title = escape(title),
+    )
+}
+
+/// An error paragraph the form points at, or nothing.
+pub fn error_paragraph(error: Option<&str>) -> String {
+    error.map_or_else(String::new, |msg| {
+        format!(
+            "<p class=\"error\" role=\"alert\" id=\"form-error\">{}</p>\n",
+            escape(msg)
+        )
+    })
+}
+
+/// `aria-describedby` for a form with an error.
+fn described_by(error: Option<&str>) -> &'static str {
+    if error.is_some() {
+        " aria-describedby=\"form-error\""
+    } else {
+        ""
+    }
+}
+
+/// A hidden field, or nothing without a value.
+pub fn hidden(name: &str, value: Option<&str>) -> String {
+    value.map_or_else(String::new, |value| {
+        format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n",
+            escape(value)
+        )
+    })
+}
+
+/// The login form, with `rd` carried through and an optional error message.
+pub fn login_page(rd: Option<&str>, username: &str, error: Option<&str>) -> String {
+    let (autofocus_user, autofocus_password) = if username.is_empty() {
+        (" autofocus", "")
+    } else {
+        ("", " autofocus")
+    };
+    let main = format!(
+        "{error_html}<form method=\"post\" action=\"/login\"{described_by}>
 {rd_html}<label for=\"username\">Username</label>
 <input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required maxlength=\"64\" value=\"{username}\"{autofocus_user}>
 <label for=\"password\">Password</label>
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{autofocus_password}>
 <button type=\"submit\">Sign in</button>
 </form>
-</main>
-</body>
-</html>
 ",
+        error_html = error_paragraph(error),
+        described_by = described_by(error),
+        rd_html = hidden("rd", rd),
         username = escape(username),
-    )
+    );
+    document("Sign in", &main)
+}
+
+/// What the code page is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeStep {
+    /// The second page of a login: the password was right.
+    Login,
+    /// A one-factor session asked for more by a `two_factor` rule.
+    StepUp,
+}
+
+/// The page asking for a TOTP code or a recovery code, carrying the
+/// challenge (and `rd`) to the POST.
+pub fn code_page(step: CodeStep, challenge: &str, rd: Option<&str>, error: Option<&str>) -> String {
+    let note = match step {
+        CodeStep::Login => "Enter the 6-digit code from your authenticator app.",
+        CodeStep::StepUp => {
+            "This page needs two-step verification. Enter the 6-digit code from your authenticator app."
+        }
+    };
+    let main = format!(
+        "{error_html}<p class=\"note\" id=\"code-note\">{note}</p>
+<form method=\"post\" action=\"/login\"{described_by}>
+{challenge_html}{rd_html}<label for=\"totp\">Code</label>
+<input id=\"totp\" name=\"totp\" type=\"text\" autocomplete=\"one-time-code\" autocapitalize=\"none\" spellcheck=\"false\" required maxlength=\"64\" aria-describedby=\"code-note\" autofocus>
+<button type=\"submit\">Verify</button>
+</form>
+<details><summary>No phone at hand?</summary>Type one of your recovery codes instead; each works once.</details>
+",
+        error_html = error_paragraph(error),
+        described_by = described_by(error),
+        challenge_html = hidden("challenge", Some(challenge)),
+        rd_html = hidden("rd", rd),
+    );
+    document("Two-step verification", &main)
 }
 
 /// An HTML response with the headers every page carries.
@@ -123,6 +185,15 @@ pub fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_code_page_carries_the_challenge_and_rd_escaped() {
+        let page = code_page(CodeStep::StepUp, "abc", Some("/a\"b"), Some("<x>"));
+        assert!(page.contains("name=\"challenge\" value=\"abc\""));
+        assert!(page.contains("name=\"rd\" value=\"/a&quot;b\""));
+        assert!(page.contains("&lt;x&gt;"));
+        assert!(page.contains("autocomplete=\"one-time-code\""));
+    }
 
     #[test]
     fn values_are_escaped_in_the_page() {

@@ -171,6 +171,23 @@ pub fn add_factors(conn: &Connection, id: i64, amr: i64) -> Result<(), StoreErro
     Ok(())
 }
 
+/// The absolute expiry of session `id` of `user_id`, if it is still valid
+/// at `now`.
+pub fn max_expires_at_if_valid(
+    conn: &Connection,
+    user_id: i64,
+    id: i64,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    // expires_at <= max_expires_at holds for every row (see purge_expired).
+    Ok(conn
+        .prepare_cached(
+            "SELECT max_expires_at FROM sessions WHERE id = ?1 AND user_id = ?2 AND expires_at > ?3",
+        )?
+        .query_row([id, user_id, now], |r| r.get(0))
+        .optional()?)
+}
+
 /// Deletes session `id`; false when there was none.
 pub fn delete(conn: &Connection, id: i64) -> Result<bool, StoreError> {
     let changed = conn

@@ -26,7 +26,13 @@ pub struct Challenge {
     pub credential_version: i64,
     /// The one-factor session a step-up replaces.
     pub replaces_session: Option<i64>,
+    /// When the challenge dies, and the code page with it.
+    pub expires_at: i64,
 }
+
+/// Live challenges kept per user: the newest ones, so that a few open tabs
+/// all work but reloading a page cannot grow the table without bound.
+const MAX_CHALLENGES_PER_USER: i64 = 10;
 
 /// The user's confirmed factor, if any.
 pub fn find(conn: &Connection, user_id: i64) -> Result<Option<Factor>, StoreError> {
@@ -156,12 +162,12 @@ pub fn enrolled_users(conn: &Connection) -> Result<HashSet<i64>, StoreError> {
     Ok(ids)
 }
 
-/// Stores a challenge found by `hash`, dead at `expires_at`.
+/// Stores a challenge found by `hash`, keeping only the user's newest
+/// [`MAX_CHALLENGES_PER_USER`].
 pub fn insert_challenge(
     conn: &Connection,
     hash: &[u8; 32],
     challenge: &Challenge,
-    expires_at: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO login_challenges
@@ -173,8 +179,14 @@ pub fn insert_challenge(
         challenge.user_id,
         challenge.credential_version,
         challenge.replaces_session,
-        expires_at
+        challenge.expires_at
     ])?;
+    conn.prepare_cached(
+        "DELETE FROM login_challenges WHERE user_id = ?1 AND challenge_hash NOT IN
+           (SELECT challenge_hash FROM login_challenges WHERE user_id = ?1
+            ORDER BY expires_at DESC LIMIT ?2)",
+    )?
+    .execute(params![challenge.user_id, MAX_CHALLENGES_PER_USER])?;
     Ok(())
 }
 
@@ -185,21 +197,21 @@ pub fn take_challenge(
     hash: &[u8; 32],
     now: i64,
 ) -> Result<Option<Challenge>, StoreError> {
-    let taken: Option<(Challenge, i64)> = conn
+    let taken = conn
         .prepare_cached(
             "DELETE FROM login_challenges WHERE challenge_hash = ?1
              RETURNING user_id, credential_version, replaces_session, expires_at",
         )?
         .query_row([&hash[..]], |r| {
-            let challenge = Challenge {
+            Ok(Challenge {
                 user_id: r.get(0)?,
                 credential_version: r.get(1)?,
                 replaces_session: r.get(2)?,
-            };
-            Ok((challenge, r.get(3)?))
+                expires_at: r.get(3)?,
+            })
         })
         .optional()?;
-    Ok(taken.and_then(|(challenge, expires_at)| (now < expires_at).then_some(challenge)))
+    Ok(taken.filter(|challenge| now < challenge.expires_at))
 }
 
 /// Deletes challenges dead at `now`.
@@ -263,27 +275,49 @@ mod tests {
             user_id: alice,
             credential_version: 3,
             replaces_session: Some(9),
+            expires_at: 100,
         };
-        insert_challenge(&conn, &[1; 32], &challenge, 100).unwrap();
-        insert_challenge(&conn, &[2; 32], &challenge, 100).unwrap();
+        insert_challenge(&conn, &[1; 32], &challenge).unwrap();
+        insert_challenge(&conn, &[2; 32], &challenge).unwrap();
         assert_eq!(
             take_challenge(&conn, &[1; 32], 99).unwrap(),
-            Some(challenge)
+            Some(challenge.clone())
         );
         assert_eq!(take_challenge(&conn, &[1; 32], 99).unwrap(), None);
         // Dead: gone, and not returned.
         assert_eq!(take_challenge(&conn, &[2; 32], 100).unwrap(), None);
-        insert_challenge(
-            &conn,
-            &[3; 32],
-            &Challenge {
-                replaces_session: None,
-                user_id: alice,
-                credential_version: 0,
-            },
-            50,
-        )
-        .unwrap();
+        let dead = Challenge {
+            replaces_session: None,
+            expires_at: 50,
+            ..challenge
+        };
+        insert_challenge(&conn, &[3; 32], &dead).unwrap();
         assert_eq!(purge_challenges(&conn, 60).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_user_keeps_only_their_newest_challenges() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let alice = test_user(&conn, "alice");
+        let bob = test_user(&conn, "bob");
+        let challenge = |user_id, expires_at| Challenge {
+            user_id,
+            credential_version: 0,
+            replaces_session: None,
+            expires_at,
+        };
+        insert_challenge(&conn, &[200; 32], &challenge(bob, 1_000)).unwrap();
+        for i in 0..15u8 {
+            insert_challenge(&conn, &[i; 32], &challenge(alice, 1_000 + i64::from(i))).unwrap();
+        }
+        // The five oldest of alice's are gone; bob's is untouched.
+        for i in 0..5u8 {
+            assert_eq!(take_challenge(&conn, &[i; 32], 0).unwrap(), None, "{i}");
+        }
+        for i in 5..15u8 {
+            assert!(take_challenge(&conn, &[i; 32], 0).unwrap().is_some(), "{i}");
+        }
+        assert!(take_challenge(&conn, &[200; 32], 0).unwrap().is_some());
     }
 }

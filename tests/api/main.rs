@@ -23,6 +23,7 @@ mod proxy;
 mod races;
 mod rules;
 mod second_factor;
+mod second_factor_pages;
 mod secrets;
 mod sessions;
 #[cfg(target_os = "linux")] // Signals are sent with rustix.

@@ -46,6 +46,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
         upgraded_hash: Some("$argon2id$upgraded"),
         requester: &requester(),
         proof: Proof::PasswordOnly,
+        replaces_session: None,
     };
     let created = create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
     assert!(sessions::find_by_token_hash(&conn, &created.token.hash().0)
@@ -87,6 +88,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
             upgraded_hash: Some("$argon2id$old-upgraded"),
             requester: &requester(),
             proof: Proof::PasswordOnly,
+            replaces_session: None,
         };
         let result = create_session(&mut conn, &checked, fields(alice), Token::generate);
         assert!(

@@ -314,6 +314,39 @@ impl TestApp {
         format!("{}={token}", self.config.session.cookie_name)
     }
 
+    /// `POST <path>` with a form body and the session cookie.
+    pub async fn post_form_cookie(
+        &self,
+        path: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("Cookie", self.cookie(token))
+            .form(fields)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The session token a response's `Set-Cookie` hands out.
+    pub fn cookie_token(&self, response: &Response) -> Option<String> {
+        let prefix = format!("{}=", self.config.session.cookie_name);
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.strip_prefix(&prefix)?
+                    .split(';')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .filter(|token| !token.is_empty())
+    }
+
     /// `GET <path>` with the session cookie.
     pub async fn get_cookie(&self, path: &str, token: &str) -> Response {
         self.client

@@ -6,11 +6,13 @@
 //! - [`process`]: the real binary: commands run to completion, and `latchkey serve`
 //! - [`proxies`]: real nginx and Caddy in front of latchkey, and the app behind them
 //! - [`db`]: database fixtures, written through the store's own functions
+//! - [`html`]: fields and texts of latchkey's HTML pages
 //! - [`rng`]: the one random generator
 //! - [`totp`]: one-time codes as an authenticator app computes them
 
 pub mod app;
 pub mod db;
+pub mod html;
 pub mod process;
 pub mod proxies;
 pub mod rng;
@@ -18,6 +20,7 @@ pub mod totp;
 
 pub use app::*;
 pub use db::*;
+pub use html::*;
 pub use process::*;
 pub use proxies::*;
 pub use rng::*;
