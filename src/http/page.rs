@@ -31,7 +31,7 @@ a{color:var(--accent)}
 .qr{display:block;width:100%;max-width:14rem;height:auto;margin:0 auto 1rem;border-radius:8px}
 code,.codes{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 .codes{columns:2;padding:0;list-style:none;font-size:1.05rem}
-details{margin:0 0 1rem;color:var(--muted);font-size:.9rem}";
+details{margin:1rem 0;color:var(--muted);font-size:.9rem}";
 
 /// `Content-Security-Policy` of HTML pages: nothing but this page's own style.
 static CSP: LazyLock<String> = LazyLock::new(|| {
