@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::body::{body_kind, read_body, Fields};
 use super::error::{no_store, ApiError};
-use super::page::{document, error_paragraph, escape, hidden, html_response};
+use super::page::{document, error_paragraph, escape, hidden, html_response, refusal_text};
 use super::{qr, AppState};
 use crate::auth::input::Password;
 use crate::auth::second_factor::Enrollment;
@@ -31,26 +31,80 @@ pub async fn begin(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    owner_change(req, payload, state, Change::Begin).await
+}
+
+/// `POST /account/totp/remove`: removes the factor (password and code).
+pub async fn remove(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    owner_change(req, payload, state, Change::Remove).await
+}
+
+/// `POST /account/recovery-codes`: replaces the recovery codes (password
+/// and code), and shows the new ones once.
+pub async fn recovery_codes(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    owner_change(req, payload, state, Change::RecoveryCodes).await
+}
+
+/// The forms that need the password (and a code once a factor exists).
+enum Change {
+    Begin,
+    Remove,
+    RecoveryCodes,
+}
+
+/// Reads an owner's form, proves nothing itself (`Auth` checks the
+/// password and code), makes `change`, and shows what follows it.
+async fn owner_change(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    change: Change,
+) -> HttpResponse {
     let form = match Form::read(&req, payload, &state).await {
         Ok(form) => form,
         Err(response) => return response,
     };
     let fields = form.fields();
     let rd = fields.rd();
-    let begun = match password_and_code(&fields) {
-        Ok((password, code)) => {
-            let requester = state.requester(&req);
-            state
-                .auth
-                .begin_enrollment(&form.identity, password, code, &requester)
-                .await
-                .map_err(ApiError::from)
-        }
-        Err(e) => Err(e),
+    let refused = |e: ApiError| overview(&req, &state, &form.identity, rd, Some(Message::Error(e)));
+    let (password, code) = match password_and_code(&fields) {
+        Ok(proof) => proof,
+        Err(e) => return refused(e).await,
     };
-    match begun {
-        Ok(enrollment) => enrollment_page(&enrollment, rd, None),
-        Err(e) => overview(&req, &state, &form.identity, rd, Some(Message::Error(&e))).await,
+    let (auth, identity, requester) = (&state.auth, &form.identity, state.requester(&req));
+    match change {
+        Change::Begin => match auth
+            .begin_enrollment(identity, password, code, &requester)
+            .await
+        {
+            Ok(enrollment) => enrollment_page(&enrollment, rd, None),
+            Err(e) => refused(e.into()).await,
+        },
+        Change::Remove => match auth
+            .remove_second_factor(identity, password, code, &requester)
+            .await
+        {
+            Ok(()) => {
+                let done = Message::Done("Two-step verification is off.");
+                overview(&req, &state, identity, rd, Some(done)).await
+            }
+            Err(e) => refused(e.into()).await,
+        },
+        Change::RecoveryCodes => match auth
+            .replace_recovery_codes(identity, password, code, &requester)
+            .await
+        {
+            Ok(codes) => codes_page(&req, &state, &codes, rd, "New recovery codes are ready."),
+            Err(e) => refused(e.into()).await,
+        },
     }
 }
 
@@ -73,90 +127,25 @@ pub async fn confirm(
         .auth
         .confirm_enrollment(&form.identity, code.trim(), &requester)
         .await;
-    match confirmed {
-        Ok(codes) => codes_page(&req, &state, &codes, rd, "Two-step verification is on."),
+    let error = match confirmed {
+        Ok(codes) => {
+            return codes_page(&req, &state, &codes, rd, "Two-step verification is on.");
+        }
+        // The same secret again: the app may simply have shown the next code.
         Err(AuthError::InvalidCredentials) => {
-            // The same secret again: the app may simply have shown the next code.
             match state.auth.pending_enrollment(&form.identity).await {
                 Ok(Some(enrollment)) => {
                     let message = "That code did not match. Enter the code the app shows now.";
-                    enrollment_page(&enrollment, rd, Some(message))
+                    return enrollment_page(&enrollment, rd, Some(message));
                 }
-                Ok(None) => {
-                    let e = ApiError::from(AuthError::NoEnrollment);
-                    overview(&req, &state, &form.identity, rd, Some(Message::Error(&e))).await
-                }
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    overview(&req, &state, &form.identity, rd, Some(Message::Error(&e))).await
-                }
+                Ok(None) => AuthError::NoEnrollment,
+                Err(e) => e,
             }
         }
-        Err(e) => {
-            let e = ApiError::from(e);
-            overview(&req, &state, &form.identity, rd, Some(Message::Error(&e))).await
-        }
-    }
-}
-
-/// `POST /account/totp/remove`: removes the factor (password and code).
-pub async fn remove(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let form = match Form::read(&req, payload, &state).await {
-        Ok(form) => form,
-        Err(response) => return response,
+        Err(e) => e,
     };
-    let fields = form.fields();
-    let rd = fields.rd();
-    let removed = match password_and_code(&fields) {
-        Ok((password, code)) => {
-            let requester = state.requester(&req);
-            state
-                .auth
-                .remove_second_factor(&form.identity, password, code, &requester)
-                .await
-                .map_err(ApiError::from)
-        }
-        Err(e) => Err(e),
-    };
-    let message = match &removed {
-        Ok(()) => Message::Done("Two-step verification is off."),
-        Err(e) => Message::Error(e),
-    };
+    let message = Message::Error(error.into());
     overview(&req, &state, &form.identity, rd, Some(message)).await
-}
-
-/// `POST /account/recovery-codes`: replaces the recovery codes (password
-/// and code), and shows the new ones once.
-pub async fn recovery_codes(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    let form = match Form::read(&req, payload, &state).await {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
-    let fields = form.fields();
-    let rd = fields.rd();
-    let replaced = match password_and_code(&fields) {
-        Ok((password, code)) => {
-            let requester = state.requester(&req);
-            state
-                .auth
-                .replace_recovery_codes(&form.identity, password, code, &requester)
-                .await
-                .map_err(ApiError::from)
-        }
-        Err(e) => Err(e),
-    };
-    match replaced {
-        Ok(codes) => codes_page(&req, &state, &codes, rd, "New recovery codes are ready."),
-        Err(e) => overview(&req, &state, &form.identity, rd, Some(Message::Error(&e))).await,
-    }
 }
 
 /// A form POST from the signed-in owner, read whole.
@@ -251,36 +240,18 @@ fn encode(text: &str) -> String {
 }
 
 /// What the page says above its forms.
-enum Message<'a> {
+enum Message {
     Done(&'static str),
-    Error(&'a ApiError),
+    Error(ApiError),
 }
 
-/// What a refused form is told, and with which status.
+/// What a refused form is told.
 fn error_text(error: &ApiError) -> String {
-    match error {
-        ApiError::InvalidCredentials => "Incorrect password or code.".to_owned(),
-        ApiError::MfaRequired => {
-            "Enter a current code from your authenticator app (or a recovery code) as well."
-                .to_owned()
-        }
-        ApiError::RateLimited { retry_after } => format!(
-            "Too many failed attempts. Try again in {} minute(s).",
-            retry_after.div_ceil(60).max(1)
-        ),
-        ApiError::Busy => "The server is busy. Please try again in a moment.".to_owned(),
-        ApiError::InvalidRequest(description) => sentence(description),
-        _ => "Something went wrong. Please try again.".to_owned(),
-    }
-}
-
-/// `the x field` → `The x field.`
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
-        None => String::new(),
-    }
+    refusal_text(
+        error,
+        "Incorrect password or code.",
+        "Enter a current code from your authenticator app (or a recovery code) as well.",
+    )
 }
 
 /// The account page itself.
@@ -289,7 +260,7 @@ async fn overview(
     state: &AppState,
     identity: &Identity,
     rd: Option<&str>,
-    message: Option<Message<'_>>,
+    message: Option<Message>,
 ) -> HttpResponse {
     let enrolled = match state.auth.has_second_factor(identity.user_id).await {
         Ok(enrolled) => enrolled,

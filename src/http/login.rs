@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::body::{body_kind, read_body, BodyKind, Fields};
 use super::error::{no_store, ApiError};
-use super::page::{code_page, html_response, login_page as render, CodeStep};
+use super::page::{code_page, html_response, login_page as render, refusal_text, CodeStep};
 use super::AppState;
 use crate::auth::audit::Requester;
 use crate::auth::input::{Password, Username};
@@ -332,33 +332,14 @@ fn set_cookie(state: &AppState, session: &NewSession) -> (header::HeaderName, St
     )
 }
 
-/// `the x field` → `The x field.`
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
-        None => String::new(),
-    }
-}
-
 /// The form again, with a message that never says which field was wrong.
 fn form_error(rd: Option<&str>, username: &str, error: &ApiError) -> HttpResponse {
     use actix_web::ResponseError;
-    let message = match error {
-        ApiError::InvalidCredentials => "Incorrect username or password.".to_owned(),
-        ApiError::MfaRequired => {
-            "Enter the one-time code from your authenticator app, or a recovery code.".to_owned()
-        }
-        ApiError::RateLimited { retry_after } => format!(
-            "Too many failed sign-in attempts. Try again in {} minute(s).",
-            retry_after.div_ceil(60).max(1)
-        ),
-        ApiError::Busy => "The server is busy. Please try again in a moment.".to_owned(),
-        // The description says what is wrong with the input (a missing field,
-        // a password over 1024 bytes); it names no account.
-        ApiError::InvalidRequest(description) => sentence(description),
-        _ => "Something went wrong. Please try again.".to_owned(),
-    };
+    let message = refusal_text(
+        error,
+        "Incorrect username or password.",
+        "Enter the one-time code from your authenticator app, or a recovery code.",
+    );
     let mut response = html_response(error.status_code(), render(rd, username, Some(&message)));
     if let Some(secs) = error.retry_after() {
         if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {

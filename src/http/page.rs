@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::error::ApiError;
+
 const STYLE: &str = "\
 :root{color-scheme:light dark;--bg:#f4f5f7;--card:#fff;--fg:#1d2125;--muted:#5e6670;--line:#c7ccd1;--accent:#2457c5;--err-bg:#fdecea;--err-fg:#8a1c12}
 @media (prefers-color-scheme:dark){:root{--bg:#16181b;--card:#202327;--fg:#e8eaed;--muted:#a0a7b0;--line:#454b52;--accent:#7aa5ff;--err-bg:#3b1d1a;--err-fg:#ffb4a9}}
@@ -149,6 +151,34 @@ pub fn code_page(step: CodeStep, challenge: &str, rd: Option<&str>, error: Optio
         rd_html = hidden("rd", rd),
     );
     document("Two-step verification", &main)
+}
+
+/// What a refused form says, from the JSON error the same request would
+/// get: `wrong` for wrong credentials (never which one was wrong), `no_code`
+/// when a one-time code was missing.
+pub fn refusal_text(error: &ApiError, wrong: &str, no_code: &str) -> String {
+    match error {
+        ApiError::InvalidCredentials => wrong.to_owned(),
+        ApiError::MfaRequired => no_code.to_owned(),
+        ApiError::RateLimited { retry_after } => format!(
+            "Too many failed sign-in attempts. Try again in {} minute(s).",
+            retry_after.div_ceil(60).max(1)
+        ),
+        ApiError::Busy => "The server is busy. Please try again in a moment.".to_owned(),
+        // The description says what is wrong with the input (a missing field,
+        // a password over 1024 bytes); it names no account.
+        ApiError::InvalidRequest(description) => sentence(description),
+        _ => "Something went wrong. Please try again.".to_owned(),
+    }
+}
+
+/// `the x field` → `The x field.`
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
 }
 
 /// An HTML response with the headers every page carries.
