@@ -226,7 +226,7 @@ fn bench(cli: &Cli) -> Result<()> {
         scenarios,
         unknown,
         lookups: lookup_databases,
-    } = scenarios::prepare(&ctx, large, &password_hash)?;
+    } = scenarios::prepare(&ctx, large, &password_hash, ceiling)?;
 
     if let Some(n) = cli.only.iter().find(|&&n| n == 0 || n > scenarios.len()) {
         bail!(

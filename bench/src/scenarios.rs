@@ -10,13 +10,20 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use latchkey::auth::token::Token;
-use latchkey::auth::unix_now;
+use latchkey::auth::totp::{Secret, STEP_SECS};
+use latchkey::auth::{unix_now, Amr};
+use latchkey::config::Policy;
 
 use crate::procfs::{vm_hwm_kib, wait_for_quiet, CpuTicks, CpuUse};
 use crate::report::count_label;
-use crate::seed::{copy_database, large_database, remove_database, seed, write_lines, SeedSpec};
-use crate::servers::{preflight_baseline, preflight_latchkey, start_server, ServeWith};
-use crate::wrk::{finish_wrk, spawn_wrk, write_script, RunningWrk, WrkResult};
+use crate::seed::{
+    copy_database, large_database, remove_database, seed, totp_user_name, write_lines, SeedSpec,
+};
+use crate::servers::{
+    preflight_baseline, preflight_factor_rule, preflight_latchkey, preflight_totp_login,
+    start_server, Rules, ServeWith,
+};
+use crate::wrk::{finish_wrk, spawn_wrk, write_script, Half, RunningWrk, WrkResult};
 use crate::{
     progress, Ctx, ACCESS_RULES, CONNECTIONS, FLOOD_CONNECTIONS, SAMPLE_TOKENS,
     SESSION_LIFETIME_SECS, SMALL_SESSIONS, THROWAWAY_SESSIONS, WARMUP_SECS,
@@ -25,6 +32,15 @@ use crate::{
 /// Connections of the login scenario: as many as the pinned server's hashing
 /// pool admits without shedding.
 const LOGIN_CONNECTIONS: usize = 4;
+/// Each half of the TOTP login pool holds this many times the logins that
+/// one step (30 s) takes at the expected ceiling, and at least
+/// [`MIN_TOTP_HALF`] users: a user logs in again only after the whole pool
+/// has, so at least one step later unless logins run this many times faster
+/// than one argon2 hash allows. [`MAX_TOTP_HALF`] only bounds the seeding
+/// should the argon2 timing be absurd.
+const TOTP_HEADROOM: f64 = 3.0;
+const MIN_TOTP_HALF: usize = 1_000;
+const MAX_TOTP_HALF: usize = 100_000;
 /// Seconds the flood runs before the measured load starts.
 const FLOOD_LEAD_SECS: u64 = 1;
 
@@ -40,8 +56,14 @@ pub struct Prepared {
 
 /// Seeds the databases and writes the token files into the work directory
 /// (the large database comes from the cache when it can), and lists the
-/// scenarios, numbered from 1 in this order.
-pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared> {
+/// scenarios, numbered from 1 in this order. `login_ceiling` (logins/s)
+/// sizes the TOTP users' pool.
+pub fn prepare(
+    ctx: &Ctx,
+    large: usize,
+    password_hash: &str,
+    login_ceiling: f64,
+) -> Result<Prepared> {
     let far = unix_now() + SESSION_LIFETIME_SECS;
 
     progress("seeding the small databases");
@@ -49,13 +71,7 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
     let small = seed(
         &small_db,
         password_hash,
-        &SeedSpec {
-            valid: SMALL_SESSIONS,
-            throwaway: 0,
-            sample: SAMPLE_TOKENS,
-            expires_at: far,
-            progress: false,
-        },
+        &SeedSpec::sessions(SMALL_SESSIONS, far),
     )?;
     let small_tokens = write_lines(&ctx.work.join("small.tokens"), &small.sample)?;
     let mixed_db = ctx.work.join("mixed.db");
@@ -63,15 +79,48 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
         &mixed_db,
         password_hash,
         &SeedSpec {
-            valid: SMALL_SESSIONS,
             throwaway: THROWAWAY_SESSIONS,
-            sample: SAMPLE_TOKENS,
-            expires_at: far,
-            progress: false,
+            ..SeedSpec::sessions(SMALL_SESSIONS, far)
         },
     )?;
     let mixed_tokens = write_lines(&ctx.work.join("mixed.tokens"), &mixed.sample)?;
     let throwaway_tokens = write_lines(&ctx.work.join("throwaway.tokens"), &mixed.throwaway)?;
+    // The small database again, but every session's login proved a code
+    // (pwd + otp), so a `two_factor` rule lets it through. The one_factor
+    // row reads it too: the two rows then differ in the rule's policy alone.
+    let otp_db = ctx.work.join("otp.db");
+    let otp = seed(
+        &otp_db,
+        password_hash,
+        &SeedSpec {
+            amr: Amr::PASSWORD_AND_OTP.bits(),
+            ..SeedSpec::sessions(SMALL_SESSIONS, far)
+        },
+    )?;
+    let otp_tokens = write_lines(&ctx.work.join("otp.tokens"), &otp.sample)?;
+    // The small database plus users with a TOTP factor: both halves of the
+    // pool, and one more for the preflight, which uses up its current step.
+    let half = ((login_ceiling * TOTP_HEADROOM * STEP_SECS as f64).ceil() as usize)
+        .clamp(MIN_TOTP_HALF, MAX_TOTP_HALF);
+    let totp_db = ctx.work.join("totp.db");
+    let mut totp = seed(
+        &totp_db,
+        password_hash,
+        &SeedSpec {
+            totp_users: 2 * half + 1,
+            ..SeedSpec::sessions(SMALL_SESSIONS, far)
+        },
+    )?;
+    let check_secret = totp
+        .totp
+        .pop()
+        .ok_or_else(|| anyhow!("no TOTP user was seeded"))?;
+    let totp_names: Vec<String> = (0..totp.totp.len()).map(totp_user_name).collect();
+    let totp_pool = TotpPool {
+        names: write_lines(&ctx.work.join("totp.users"), &totp_names)?,
+        check: (totp_user_name(totp_names.len()), check_secret),
+        secrets: totp.totp,
+    };
     let unknown: Vec<String> = (0..SAMPLE_TOKENS)
         .map(|_| Token::generate().map(|t| t.expose().to_owned()))
         .collect::<Result<_, _>>()?;
@@ -88,6 +137,10 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
     let small_db_ref = DbRef {
         pristine: small_db.clone(),
         valid: first(&small.sample)?,
+    };
+    let otp_db_ref = DbRef {
+        pristine: otp_db,
+        valid: first(&otp.sample)?,
     };
     let k = count_label(SMALL_SESSIONS);
     let scenarios = vec![
@@ -151,13 +204,14 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
                 tokens: Some(mixed_tokens),
                 throwaway: Some(throwaway_tokens),
                 count_statuses: true,
+                totp: None,
             },
         ),
         // Row 2's load through a realistic rule list whose one applicable
         // rule is the last: the cost of judging every request (issue 11).
         Scenario {
             serve_with: ServeWith {
-                access_rules: true,
+                access_rules: Rules::Realistic,
                 metrics: false,
             },
             ..Scenario::new(
@@ -170,13 +224,64 @@ pub fn prepare(ctx: &Ctx, large: usize, password_hash: &str) -> Result<Prepared>
         // every answer costs (issue 12).
         Scenario {
             serve_with: ServeWith {
-                access_rules: false,
+                access_rules: Rules::None,
                 metrics: true,
             },
             ..Scenario::new(
                 &format!("verify, bearer, with metrics ({k})"),
                 Some(small_db_ref.clone()),
                 Load::dynamic("bearer", &small_tokens),
+            )
+        },
+        // Row 2's load under one rule over every path, one_factor and then
+        // two_factor, on the same pwd + otp sessions: what asking for the
+        // second factor costs a token check (second-factor issue).
+        Scenario {
+            serve_with: ServeWith {
+                access_rules: Rules::One(Policy::OneFactor),
+                metrics: false,
+            },
+            ..Scenario::new(
+                &format!("verify, bearer, one_factor rule ({k})"),
+                Some(otp_db_ref.clone()),
+                Load::dynamic("bearer", &otp_tokens),
+            )
+        },
+        Scenario {
+            serve_with: ServeWith {
+                access_rules: Rules::One(Policy::TwoFactor),
+                metrics: false,
+            },
+            ..Scenario::new(
+                &format!("verify, bearer, two_factor rule ({k})"),
+                Some(otp_db_ref),
+                Load::dynamic("bearer", &otp_tokens),
+            )
+        },
+        // Row 7's load, each login with a TOTP code: a second factor must
+        // not cost a second argon2 hash. TOTP codes, not recovery codes:
+        // a recovery code takes another path (a SHA-256, a delete, a count
+        // and an audit row of its own), and the everyday login is with the
+        // app's code. A code counts once per user and step, so every request
+        // goes to the next user of a pool seeded for it, with the code of the
+        // step it is sent in (computed by the bench: see wrk::write_script),
+        // and the preflight checks that a replay answers 401.
+        Scenario {
+            socket_errors_only: true,
+            connections: LOGIN_CONNECTIONS,
+            ..Scenario::new(
+                &format!("login, password + TOTP code ({LOGIN_CONNECTIONS} conns)"),
+                Some(DbRef {
+                    pristine: totp_db,
+                    valid: first(&totp.sample)?,
+                }),
+                Load::Dynamic {
+                    mode: "login-totp",
+                    tokens: None,
+                    throwaway: None,
+                    count_statuses: true,
+                    totp: Some(totp_pool),
+                },
             )
         },
     ];
@@ -206,7 +311,21 @@ pub enum Load {
         throwaway: Option<PathBuf>,
         /// Count answers by status (adds a Lua `response()` callback).
         count_statuses: bool,
+        /// The users that log in with a TOTP code.
+        totp: Option<TotpPool>,
     },
+}
+
+/// Users with a TOTP factor for logins with a code, each request the next
+/// user: a step's code counts once per user, so a user may come round again
+/// only in a later step (the pool is sized for that: see `prepare`).
+pub struct TotpPool {
+    /// Their names, one a line, in the pool's order (read by the script).
+    pub names: PathBuf,
+    /// Their secrets, in the same order.
+    pub secrets: Vec<Secret>,
+    /// A user outside the pool, for the preflight.
+    pub check: (String, Secret),
 }
 
 impl Load {
@@ -216,6 +335,7 @@ impl Load {
             tokens: Some(tokens.to_owned()),
             throwaway: None,
             count_statuses: false,
+            totp: None,
         }
     }
 
@@ -226,6 +346,7 @@ impl Load {
             tokens: None,
             throwaway: None,
             count_statuses: true,
+            totp: None,
         }
     }
 }
@@ -316,16 +437,26 @@ fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]
             let unknown = unknown
                 .first()
                 .ok_or_else(|| anyhow!("no unknown token was generated"))?;
-            preflight_latchkey(addr, &db_ref.valid, unknown)?;
+            let password_only = preflight_latchkey(addr, &db_ref.valid, unknown)?;
+            if let Rules::One(policy) = scenario.serve_with.access_rules {
+                preflight_factor_rule(addr, &password_only, policy)?;
+            }
+            if let Load::Dynamic {
+                totp: Some(pool), ..
+            } = &scenario.load
+            {
+                preflight_totp_login(addr, &pool.check.0, &pool.check.1)?;
+            }
         }
         None => preflight_baseline(addr)?,
     }
     let host = addr.to_string();
     wait_for_quiet(server.pid());
 
-    // Warm-up, then the measured run; the mixed load revokes sessions from
-    // another part of the throwaway pool than its warm-up did.
-    let warm = write_script(ctx, "warmup.lua", &host, &scenario.load, 0)?;
+    // Warm-up, then the measured run; the mixed load revokes sessions, and
+    // the TOTP logins use users, from another half of their pool than their
+    // warm-up did.
+    let warm = write_script(ctx, "warmup.lua", &host, &scenario.load, Half::First)?;
     let warm_run = spawn_wrk(
         ctx,
         &warm,
@@ -340,7 +471,7 @@ fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]
 
     let flood = if scenario.flood {
         let load = Load::logins("login-wrong");
-        let script = write_script(ctx, "flood.lua", &host, &load, 0)?;
+        let script = write_script(ctx, "flood.lua", &host, &load, Half::First)?;
         let flood = spawn_wrk(
             ctx,
             &script,
@@ -356,13 +487,7 @@ fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]
         None
     };
 
-    let script = write_script(
-        ctx,
-        "measured.lua",
-        &host,
-        &scenario.load,
-        THROWAWAY_SESSIONS / 2,
-    )?;
+    let script = write_script(ctx, "measured.lua", &host, &scenario.load, Half::Second)?;
     let flood_pid = flood.as_ref().map(RunningWrk::pid);
     let before = CpuTicks::take(server.pid(), flood_pid);
     let run = spawn_wrk(

@@ -1,7 +1,8 @@
 //! Seeding: databases filled through latchkey's own store functions, in one
-//! transaction, with tokens made and hashed as a login makes them; the large
-//! database cached under `target/bench-cache/`; the token files the load
-//! scripts read; and the argon2 timing that also makes the seeded hash.
+//! transaction, with tokens made and hashed as a login makes them, and users
+//! enrolled with a TOTP factor as a confirmed enrollment leaves them; the
+//! large database cached under `target/bench-cache/`; the token files the
+//! load scripts read; and the argon2 timing that also makes the seeded hash.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use latchkey::auth::password::PasswordHashing;
 use latchkey::auth::token::Token;
-use latchkey::auth::unix_now;
-use latchkey::store::{sessions, users, Store, TransactionBehavior};
+use latchkey::auth::totp::Secret;
+use latchkey::auth::{unix_now, Amr};
+use latchkey::store::{sessions, totp, users, Store, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::{progress, PASSWORD, SAMPLE_TOKENS, SESSION_LIFETIME_SECS, USERS};
@@ -23,27 +25,54 @@ const CACHE_VERSION: u32 = 1;
 /// The schema is part of the cache key: a changed schema reseeds.
 const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
-/// What [`seed`] stores: `valid` sessions (sampled), then `throwaway` ones.
+/// What [`seed`] stores: `valid` sessions (sampled), then `throwaway` ones,
+/// all with the factors `amr`; and `totp_users` users with a TOTP factor.
 pub struct SeedSpec {
     pub valid: usize,
     pub throwaway: usize,
     pub sample: usize,
     pub expires_at: i64,
+    /// The sessions' `amr` bits ([`Amr::PASSWORD`] for a password login).
+    pub amr: i64,
+    pub totp_users: usize,
     pub progress: bool,
+}
+
+impl SeedSpec {
+    /// `valid` password-login sessions expiring at `expires_at`, all sampled
+    /// up to [`SAMPLE_TOKENS`], nothing else.
+    pub fn sessions(valid: usize, expires_at: i64) -> SeedSpec {
+        SeedSpec {
+            valid,
+            throwaway: 0,
+            sample: SAMPLE_TOKENS,
+            expires_at,
+            amr: Amr::PASSWORD.bits(),
+            totp_users: 0,
+            progress: false,
+        }
+    }
 }
 
 pub struct Seeded {
     /// Up to `sample` valid tokens, spread evenly over the insertion order.
     pub sample: Vec<String>,
     pub throwaway: Vec<String>,
+    /// The TOTP users' secrets, the `i`th of [`totp_user_name`]`(i)`.
+    pub totp: Vec<Secret>,
 }
 
 pub fn user_name(i: usize) -> String {
     format!("bench-user-{i:03}")
 }
 
-/// Creates a database with [`USERS`] users (password [`PASSWORD`]) and the
-/// sessions of `spec`, in one transaction, through latchkey's own store code.
+pub fn totp_user_name(i: usize) -> String {
+    format!("bench-totp-{i:05}")
+}
+
+/// Creates a database with [`USERS`] users (password [`PASSWORD`]), the
+/// sessions of `spec` and its TOTP users (password [`PASSWORD`] too), in one
+/// transaction, through latchkey's own store code.
 pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded> {
     let store = Store::open(path, 1)?;
     let mut conn = store.connection()?;
@@ -71,6 +100,7 @@ pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded>
     let mut seeded = Seeded {
         sample: Vec::with_capacity(spec.sample.min(spec.valid)),
         throwaway: Vec::with_capacity(spec.throwaway),
+        totp: Vec::with_capacity(spec.totp_users),
     };
     let started = Instant::now();
     for (i, user_id) in (0..total).zip(user_ids.iter().cycle()) {
@@ -86,7 +116,7 @@ pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded>
                 max_expires_at: spec.expires_at,
                 ip: "127.0.0.1",
                 user_agent: "latchkey-bench",
-                amr: 1,
+                amr: spec.amr,
             },
         )?;
         if stored == sessions::Inserted::KeyTaken {
@@ -104,6 +134,27 @@ pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded>
                 started.elapsed().as_secs_f64()
             ));
         }
+    }
+    for i in 0..spec.totp_users {
+        let name = totp_user_name(i);
+        let user_id = users::insert(
+            &tx,
+            &users::NewUser {
+                username: &name,
+                username_folded: &name,
+                password_hash,
+                email: None,
+                display_name: None,
+                created_at: now,
+            },
+        )?;
+        // As `POST /me/totp` and its confirmation leave it, except that no
+        // step is used yet (0), so any current code logs in once. The
+        // recovery codes are left out: a login with a TOTP code never reads them.
+        let secret = Secret::generate()?;
+        totp::set_pending(&tx, user_id, secret.as_bytes(), now)?;
+        totp::activate(&tx, user_id, secret.as_bytes(), 0, now)?;
+        seeded.totp.push(secret);
     }
     tx.commit().context("cannot commit the seeded rows")?;
     // Fold the WAL into the file, so that copying the file alone copies everything.
@@ -176,11 +227,9 @@ pub fn large_database(
         &partial,
         password_hash,
         &SeedSpec {
-            valid: sessions,
-            throwaway: 0,
             sample: wanted_sample,
-            expires_at,
             progress: true,
+            ..SeedSpec::sessions(sessions, expires_at)
         },
     )
     .with_context(|| format!("cannot seed {}", partial.display()))?;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use anyhow::{anyhow, bail, Context, Result};
+use latchkey::auth::totp::{step_of, Secret};
+use latchkey::auth::unix_now;
+use latchkey::config::Policy;
 use latchkey::Config;
 
 use crate::process::{last_line, pinned, ChildGuard};
@@ -97,10 +100,21 @@ impl Server {
 /// What a latchkey under test serves with, besides its database.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServeWith {
-    /// [`ACCESS_RULES`] access rules instead of none.
-    pub access_rules: bool,
+    pub access_rules: Rules,
     /// A `metrics.listen` listener, so every answer is counted.
     pub metrics: bool,
+}
+
+/// The `[access]` section of a latchkey under test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rules {
+    /// None: the default policy (`one_factor`) judges every request.
+    #[default]
+    None,
+    /// [`ACCESS_RULES`] rules, the one that applies the last.
+    Realistic,
+    /// One rule with this policy over every path, and `deny` by default.
+    One(Policy),
 }
 
 pub fn start_server(ctx: &Ctx, db: Option<&Path>, with: ServeWith) -> Result<Server> {
@@ -203,8 +217,17 @@ fn server_config_toml(db: &Path, with: ServeWith) -> String {
     if with.metrics {
         config.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     }
-    if with.access_rules {
-        config.push_str(&access_rules_toml());
+    match with.access_rules {
+        Rules::None => {}
+        Rules::Realistic => config.push_str(&access_rules_toml()),
+        Rules::One(policy) => {
+            let _ = write!(
+                config,
+                "[access]\ndefault_policy = \"deny\"\n\
+                 [[access.rules]]\npaths = [\"/\"]\npolicy = \"{}\"\n",
+                policy.as_str()
+            );
+        }
     }
     config
 }
@@ -255,8 +278,9 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// Checks that every request the scenarios send gets the answer they assume.
-pub fn preflight_latchkey(addr: SocketAddr, valid: &str, unknown: &str) -> Result<()> {
+/// Checks that every request the scenarios send gets the answer they assume;
+/// returns the token of the password login it made (a password-only session).
+pub fn preflight_latchkey(addr: SocketAddr, valid: &str, unknown: &str) -> Result<String> {
     let hint = "(if this is the cached large database, delete target/bench-cache/ to reseed)";
     let bearer = format!("Bearer {valid}");
     let (status, _) = http(
@@ -287,6 +311,7 @@ pub fn preflight_latchkey(addr: SocketAddr, valid: &str, unknown: &str) -> Resul
         }
     }
     let json = [("Content-Type", "application/json")];
+    let mut password_only = None;
     for (password, expected) in [(PASSWORD, 200), (WRONG_PASSWORD, 401)] {
         let body = format!(
             r#"{{"username":"{}","password":"{password}"}}"#,
@@ -295,6 +320,9 @@ pub fn preflight_latchkey(addr: SocketAddr, valid: &str, unknown: &str) -> Resul
         let (status, answer) = http(addr, &http_request("POST", "/login", &json, &body))?;
         if status != expected {
             bail!("POST /login answered {status} {answer}, expected {expected}");
+        }
+        if status == 200 {
+            password_only = Some(access_token(&answer)?);
         }
     }
     let bearer = format!("Bearer {unknown}");
@@ -305,7 +333,63 @@ pub fn preflight_latchkey(addr: SocketAddr, valid: &str, unknown: &str) -> Resul
     if status != 204 {
         bail!("POST /logout answered {status}, not 204");
     }
+    password_only.ok_or_else(|| anyhow!("no password login answered 200"))
+}
+
+/// Under one `one_factor` or `two_factor` rule: a password-only session
+/// must get 200 and 401 respectively, so the rule is the one judging (the
+/// load's own sessions, which answered 200 above, then did prove a code
+/// where one was needed).
+pub fn preflight_factor_rule(addr: SocketAddr, password_only: &str, policy: Policy) -> Result<()> {
+    let expected = match policy {
+        Policy::TwoFactor => 401,
+        _ => 200,
+    };
+    let bearer = format!("Bearer {password_only}");
+    let (status, _) = http(
+        addr,
+        &http_request("GET", "/verify", &[("Authorization", &bearer)], ""),
+    )?;
+    if status != expected {
+        bail!(
+            "GET /verify with a password-only session under one {} rule answered {status}, \
+             not {expected}",
+            policy.as_str()
+        );
+    }
     Ok(())
+}
+
+/// A TOTP user kept out of the load logs in with the current code (200),
+/// without a code (401, `mfa_required`) and with the same code again (401:
+/// a replay), so the load's 200s can only be first uses of a step.
+pub fn preflight_totp_login(addr: SocketAddr, username: &str, secret: &Secret) -> Result<()> {
+    let json = [("Content-Type", "application/json")];
+    let code = format!("{:06}", secret.code(step_of(unix_now())));
+    let with_code =
+        format!(r#"{{"username":"{username}","password":"{PASSWORD}","totp":"{code}"}}"#);
+    let without = format!(r#"{{"username":"{username}","password":"{PASSWORD}"}}"#);
+    for (body, expected, what) in [
+        (&with_code, 200, "the current TOTP code"),
+        (&without, 401, "no TOTP code"),
+        (&with_code, 401, "a TOTP code already used"),
+    ] {
+        let (status, answer) = http(addr, &http_request("POST", "/login", &json, body))?;
+        if status != expected {
+            bail!("POST /login with {what} answered {status} {answer}, expected {expected}");
+        }
+    }
+    Ok(())
+}
+
+/// The `access_token` of a JSON login answer.
+fn access_token(answer: &str) -> Result<String> {
+    let answer: serde_json::Value = serde_json::from_str(answer)
+        .with_context(|| format!("POST /login answered 200 with {answer:?}"))?;
+    answer["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("POST /login answered 200 without an access_token: {answer}"))
 }
 
 pub fn preflight_baseline(addr: SocketAddr) -> Result<()> {

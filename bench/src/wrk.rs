@@ -12,19 +12,44 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use latchkey::auth::totp::{step_of, STEP_SECS};
+use latchkey::auth::unix_now;
 use latchkey::Config;
 
 use crate::process::{find_on_path, last_line, pinned, ChildGuard};
 use crate::procfs::cpu_ticks;
-use crate::scenarios::Load;
-use crate::seed::user_name;
-use crate::{progress, Ctx, LOAD_CORE, PASSWORD, USERS, WRONG_PASSWORD};
+use crate::scenarios::{Load, TotpPool};
+use crate::seed::{user_name, write_lines};
+use crate::{
+    progress, Ctx, LOAD_CORE, PASSWORD, THROWAWAY_SESSIONS, USERS, WARMUP_SECS, WRONG_PASSWORD,
+};
 
 const REPORT_LUA: &str = include_str!("../lua/report.lua");
 const REQUESTS_LUA: &str = include_str!("../lua/requests.lua");
 const STATUSES_LUA: &str = include_str!("../lua/statuses.lua");
 /// The line of wrk's output that `report.lua` prints.
 const RESULT_PREFIX: &str = "LATCHKEY_BENCH ";
+/// TOTP codes are written for the steps of a run's duration plus this much:
+/// wrk's start, and logins still in flight at its end.
+const TOTP_SLACK_SECS: u64 = 30;
+
+/// Which half of the single-use pools (the sessions the mixed load logs
+/// out, the TOTP users) a run starts in, so that the warm-up and the
+/// measured run never use the same ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Half {
+    First,
+    Second,
+}
+
+impl Half {
+    fn start(self, pool: usize) -> usize {
+        match self {
+            Half::First => 0,
+            Half::Second => pool / 2,
+        }
+    }
+}
 
 /// What `report.lua` printed.
 #[derive(Debug, Clone, Default)]
@@ -208,38 +233,45 @@ pub fn finish_wrk(mut run: RunningWrk) -> Result<WrkRun> {
 }
 
 /// Writes a wrk script: the `BENCH` settings, then the Lua files it needs.
-pub fn write_script(
-    ctx: &Ctx,
-    name: &str,
-    host: &str,
-    load: &Load,
-    offset: usize,
-) -> Result<PathBuf> {
+/// (With TOTP users, their codes are computed now, for the steps the run
+/// will cover: write it just before starting wrk.)
+pub fn write_script(ctx: &Ctx, name: &str, host: &str, load: &Load, half: Half) -> Result<PathBuf> {
     let users: Vec<String> = (0..USERS).map(|i| lua_string(&user_name(i))).collect();
     let path_or_nil =
         |p: Option<&Path>| p.map_or("nil".to_owned(), |p| lua_string(&p.to_string_lossy()));
-    let (mode, tokens, throwaway, count) = match load {
-        Load::Static => ("static", None, None, false),
+    let (mode, tokens, throwaway, count, totp) = match load {
+        Load::Static => ("static", None, None, false, None),
         Load::Dynamic {
             mode,
             tokens,
             throwaway,
             count_statuses,
+            totp,
         } => (
             *mode,
             tokens.as_deref(),
             throwaway.as_deref(),
             *count_statuses,
+            totp.as_ref(),
         ),
     };
+    let totp_codes = totp
+        .map(|pool| write_totp_codes(ctx, &format!("{name}.totp"), pool))
+        .transpose()?;
     let mut text = format!(
         "-- Written by latchkey-bench.\nBENCH = {{\n  mode = {},\n  host = {},\n  tokens = {},\n  \
-         throwaway = {},\n  offset = {offset},\n  threads = {},\n  count_statuses = {count},\n  \
+         throwaway = {},\n  offset = {},\n  totp_users = {},\n  totp_codes = {},\n  \
+         totp_offset = {},\n  totp_step = {STEP_SECS},\n  threads = {},\n  \
+         count_statuses = {count},\n  \
          cookie = {},\n  password = {},\n  wrong_password = {},\n  users = {{ {} }},\n}}\n\n",
         lua_string(mode),
         lua_string(host),
         path_or_nil(tokens),
         path_or_nil(throwaway),
+        half.start(THROWAWAY_SESSIONS),
+        path_or_nil(totp.map(|pool| pool.names.as_path())),
+        path_or_nil(totp_codes.as_deref()),
+        half.start(totp.map_or(0, |pool| pool.secrets.len())),
         ctx.wrk_threads,
         lua_string(&Config::default().session.cookie_name),
         lua_string(PASSWORD),
@@ -258,6 +290,26 @@ pub fn write_script(
     let path = ctx.work.join(name);
     fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// Writes the codes of every TOTP user of `pool` for each step from now to
+/// the end of the longest run plus [`TOTP_SLACK_SECS`]: one line per step,
+/// the step and then the codes in the pool's order. The load script picks
+/// the line of the step each request is sent in.
+fn write_totp_codes(ctx: &Ctx, name: &str, pool: &TotpPool) -> Result<PathBuf> {
+    let now = unix_now();
+    let secs = ctx.secs.max(WARMUP_SECS) + TOTP_SLACK_SECS;
+    let last = step_of(now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)));
+    let lines: Vec<String> = (step_of(now)..=last)
+        .map(|step| {
+            let mut line = step.to_string();
+            for secret in &pool.secrets {
+                let _ = write!(line, " {:06}", secret.code(step));
+            }
+            line
+        })
+        .collect();
+    write_lines(&ctx.work.join(name), &lines)
 }
 
 /// A Lua string literal.
