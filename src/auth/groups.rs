@@ -12,6 +12,7 @@ use super::admin::{find_user, immediate, record, Admin, AdminError};
 use super::audit::{Event, Subject};
 use super::input::{GroupName, Username};
 use super::unix_now;
+use crate::store::db::Db;
 use crate::store::{groups, users, StoreError};
 
 /// A group as listed, with its member count.
@@ -151,7 +152,7 @@ impl Admin {
         group: &GroupName,
         username: &Username,
         event: Event,
-        change: impl FnOnce(&Connection, i64, i64) -> Result<bool, StoreError>,
+        change: impl FnOnce(&dyn Db, i64, i64) -> Result<bool, StoreError>,
     ) -> Result<(Membership, bool), AdminError> {
         let mut conn = self.store.connection()?;
         let tx = immediate(&mut conn)?;

@@ -4,8 +4,7 @@
 //! Which events exist and what they carry is decided in `auth::audit`;
 //! these functions only write and read rows.
 
-use rusqlite::{params, Connection, Row};
-
+use super::db::{params, Db, DbExt, Row};
 use super::StoreError;
 
 /// An event to record, besides the account it is about.
@@ -44,47 +43,43 @@ pub struct Filter {
 /// Records an event about the account `username` (as stored, and folded),
 /// or about no account.
 pub fn insert(
-    conn: &Connection,
+    db: &dyn Db,
     entry: &NewEntry<'_>,
     username: Option<(&str, &str)>,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO audit (at, event, username, username_folded, ip, user_agent, source, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        entry.at,
-        entry.event,
-        username.map(|(name, _)| name),
-        username.map(|(_, folded)| folded),
-        entry.ip,
-        entry.user_agent,
-        entry.source,
-        entry.detail,
-    ])?;
+        params![
+            entry.at,
+            entry.event,
+            username.map(|(name, _)| name),
+            username.map(|(_, folded)| folded),
+            entry.ip,
+            entry.user_agent,
+            entry.source,
+            entry.detail,
+        ],
+    )?;
     Ok(())
 }
 
 /// Records an event about user `user_id`, named as the user is stored now:
 /// for callers that know the id, not the name (a logout knows its session).
-pub fn insert_for_user(
-    conn: &Connection,
-    entry: &NewEntry<'_>,
-    user_id: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub fn insert_for_user(db: &dyn Db, entry: &NewEntry<'_>, user_id: i64) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO audit (at, event, username, username_folded, ip, user_agent, source, detail)
          SELECT ?1, ?2, username, username_folded, ?3, ?4, ?5, ?6 FROM users WHERE id = ?7",
-    )?
-    .execute(params![
-        entry.at,
-        entry.event,
-        entry.ip,
-        entry.user_agent,
-        entry.source,
-        entry.detail,
-        user_id,
-    ])?;
+        params![
+            entry.at,
+            entry.event,
+            entry.ip,
+            entry.user_agent,
+            entry.source,
+            entry.detail,
+            user_id,
+        ],
+    )?;
     Ok(())
 }
 
@@ -92,60 +87,59 @@ pub fn insert_for_user(
 /// first: a page of a listing that may run to millions of rows, read
 /// without holding one snapshot for all of it.
 pub fn page(
-    conn: &Connection,
+    db: &dyn Db,
     filter: &Filter,
     after: i64,
     limit: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(
+    db.rows(
         "SELECT id, at, event, username, ip, user_agent, source, detail FROM audit
          WHERE id > ?1 AND (?2 IS NULL OR username_folded = ?2) AND (?3 IS NULL OR at >= ?3)
          ORDER BY id LIMIT ?4",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![after, filter.username_folded, filter.since, limit],
-            entry,
-        )?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+        params![
+            after,
+            filter.username_folded.as_deref(),
+            filter.since,
+            limit
+        ],
+        entry,
+    )
 }
 
 /// The id just before the first event at or after `since`, where a
 /// listing `--since` starts: found on the time index, so that it does
 /// not scan the older rows it skips.
-pub fn id_before(conn: &Connection, since: i64) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT ifnull(min(id) - 1, (SELECT ifnull(max(id), 0) FROM audit))
-             FROM audit WHERE at >= ?1",
-        )?
-        .query_row([since], |r| r.get(0))?)
+pub fn id_before(db: &dyn Db, since: i64) -> Result<i64, StoreError> {
+    db.one(
+        "SELECT coalesce(min(id) - 1, (SELECT coalesce(max(id), 0) FROM audit))
+         FROM audit WHERE at >= ?1",
+        params![since],
+        |r| r.int(0),
+    )
 }
 
 /// Deletes up to `limit` of the oldest events before `before`; returns how
 /// many. Called in batches, so that each holds the write lock briefly.
-pub fn purge_before(conn: &Connection, before: i64, limit: usize) -> Result<usize, StoreError> {
+pub fn purge_before(db: &dyn Db, before: i64, limit: usize) -> Result<usize, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Ok(conn
-        .prepare_cached(
-            "DELETE FROM audit WHERE id IN
-               (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
-        )?
-        .execute(params![before, limit])?)
+    db.execute(
+        "DELETE FROM audit WHERE id IN
+           (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        params![before, limit],
+    )
 }
 
-fn entry(r: &Row<'_>) -> rusqlite::Result<Entry> {
+fn entry(r: &Row<'_>) -> Result<Entry, StoreError> {
     Ok(Entry {
-        id: r.get(0)?,
-        at: r.get(1)?,
-        event: r.get(2)?,
-        username: r.get(3)?,
-        ip: r.get(4)?,
-        user_agent: r.get(5)?,
-        source: r.get(6)?,
-        detail: r.get(7)?,
+        id: r.int(0)?,
+        at: r.int(1)?,
+        event: r.text(2)?,
+        username: r.opt_text(3)?,
+        ip: r.opt_text(4)?,
+        user_agent: r.opt_text(5)?,
+        source: r.text(6)?,
+        detail: r.text(7)?,
     })
 }
 

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
+use super::db::{params, Db, DbExt};
 use super::StoreError;
 
 /// An introspection client as listed (its secret hash stays inside).
@@ -15,29 +16,31 @@ pub struct Client {
 
 /// Adds a client; [`StoreError::Conflict`] when the id exists.
 pub fn insert(
-    conn: &Connection,
+    db: &dyn Db,
     id: &str,
     secret_hash: &[u8; 32],
     created_at: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO clients (id, secret_hash, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, &secret_hash[..], created_at])?;
+    db.execute(
+        "INSERT INTO clients (id, secret_hash, created_at) VALUES (?1, ?2, ?3)",
+        params![id, secret_hash, created_at],
+    )?;
     Ok(())
 }
 
 /// The stored secret hash of a client, if it exists.
-pub fn find_secret_hash(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT secret_hash FROM clients WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+pub fn find_secret_hash(db: &dyn Db, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    db.row(
+        "SELECT secret_hash FROM clients WHERE id = ?1",
+        params![id],
+        |r| r.blob(0),
+    )
 }
 
 /// True when at least one client exists (introspection then needs auth).
-pub fn any_exist(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM clients)")?
-        .query_row([], |r| r.get(0))?)
+pub fn any_exist(db: &dyn Db) -> Result<bool, StoreError> {
+    let found = db.row("SELECT 1 FROM clients LIMIT 1", &[], |_| Ok(()))?;
+    Ok(found.is_some())
 }
 
 /// [`any_exist`] on the database at `path`, opened read-only: `None` when
@@ -61,23 +64,17 @@ pub fn any_exist_in_file(path: &Path) -> Result<Option<bool>, StoreError> {
 }
 
 /// Every client, by id.
-pub fn list(conn: &Connection) -> Result<Vec<Client>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, created_at FROM clients ORDER BY id")?;
-    let clients = stmt
-        .query_map([], |r| {
-            Ok(Client {
-                id: r.get(0)?,
-                created_at: r.get(1)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(clients)
+pub fn list(db: &dyn Db) -> Result<Vec<Client>, StoreError> {
+    db.rows("SELECT id, created_at FROM clients ORDER BY id", &[], |r| {
+        Ok(Client {
+            id: r.text(0)?,
+            created_at: r.int(1)?,
+        })
+    })
 }
 
 /// Removes a client; false when it did not exist.
-pub fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("DELETE FROM clients WHERE id = ?1")?
-        .execute([id])?;
+pub fn delete(db: &dyn Db, id: &str) -> Result<bool, StoreError> {
+    let changed = db.execute("DELETE FROM clients WHERE id = ?1", params![id])?;
     Ok(changed == 1)
 }

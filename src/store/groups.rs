@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
+use super::db::{params, Db, DbExt};
 use super::StoreError;
 
 /// A group row.
@@ -38,31 +37,31 @@ pub struct Member {
 /// Inserts a group; [`StoreError::Conflict`] when the name is taken in any
 /// case (or breaks the schema's naming rule).
 pub fn insert(
-    conn: &Connection,
+    db: &dyn Db,
     name: &str,
     name_folded: &str,
     created_at: i64,
 ) -> Result<i64, StoreError> {
-    conn.prepare_cached("INSERT INTO groups (name, name_folded, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![name, name_folded, created_at])?;
-    Ok(conn.last_insert_rowid())
+    db.one(
+        "INSERT INTO groups (name, name_folded, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+        params![name, name_folded, created_at],
+        |r| r.int(0),
+    )
 }
 
 /// Finds a group by the folded key of its name.
-pub fn find_by_folded_name(
-    conn: &Connection,
-    name_folded: &str,
-) -> Result<Option<Group>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT id, name, created_at FROM groups WHERE name_folded = ?1")?
-        .query_row([name_folded], |r| {
+pub fn find_by_folded_name(db: &dyn Db, name_folded: &str) -> Result<Option<Group>, StoreError> {
+    db.row(
+        "SELECT id, name, created_at FROM groups WHERE name_folded = ?1",
+        params![name_folded],
+        |r| {
             Ok(Group {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                created_at: r.get(2)?,
+                id: r.int(0)?,
+                name: r.text(1)?,
+                created_at: r.int(2)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Deletes a group and its memberships; returns how many memberships went,
@@ -71,109 +70,101 @@ pub fn find_by_folded_name(
 /// The memberships are deleted here, not left to `ON DELETE CASCADE` alone:
 /// a connection without `foreign_keys` (the sqlite3 shell) would otherwise
 /// leave rows behind for a later group to inherit.
-pub fn delete(conn: &Connection, id: i64) -> Result<Option<usize>, StoreError> {
-    let members = conn
-        .prepare_cached("DELETE FROM memberships WHERE group_id = ?1")?
-        .execute([id])?;
-    let deleted = conn
-        .prepare_cached("DELETE FROM groups WHERE id = ?1")?
-        .execute([id])?;
+pub fn delete(db: &dyn Db, id: i64) -> Result<Option<usize>, StoreError> {
+    let members = db.execute("DELETE FROM memberships WHERE group_id = ?1", params![id])?;
+    let deleted = db.execute("DELETE FROM groups WHERE id = ?1", params![id])?;
     Ok((deleted == 1).then_some(members))
 }
 
 /// Every group with its member count, by folded name.
-pub fn list(conn: &Connection) -> Result<Vec<GroupRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn list(db: &dyn Db) -> Result<Vec<GroupRow>, StoreError> {
+    db.rows(
         "SELECT g.name, g.created_at,
                 (SELECT count(*) FROM memberships AS m WHERE m.group_id = g.id)
          FROM groups AS g ORDER BY g.name_folded",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
+        &[],
+        |r| {
             Ok(GroupRow {
-                name: r.get(0)?,
-                created_at: r.get(1)?,
-                members: r.get(2)?,
+                name: r.text(0)?,
+                created_at: r.int(1)?,
+                members: r.int(2)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+        },
+    )
 }
 
 /// The users in a group, by folded username.
-pub fn members(conn: &Connection, group_id: i64) -> Result<Vec<Member>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn members(db: &dyn Db, group_id: i64) -> Result<Vec<Member>, StoreError> {
+    db.rows(
         "SELECT u.id, u.username
          FROM memberships AS m JOIN users AS u ON u.id = m.user_id
          WHERE m.group_id = ?1
          ORDER BY u.username_folded",
-    )?;
-    let rows = stmt
-        .query_map([group_id], |r| {
+        params![group_id],
+        |r| {
             Ok(Member {
-                user_id: r.get(0)?,
-                username: r.get(1)?,
+                user_id: r.int(0)?,
+                username: r.text(1)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+        },
+    )
 }
 
 /// Puts a user in a group; false when they were in it already.
-pub fn add_member(conn: &Connection, group_id: i64, user_id: i64) -> Result<bool, StoreError> {
-    let added = conn
-        .prepare_cached(
-            "INSERT INTO memberships (user_id, group_id) VALUES (?1, ?2)
-             ON CONFLICT (user_id, group_id) DO NOTHING",
-        )?
-        .execute([user_id, group_id])?;
+pub fn add_member(db: &dyn Db, group_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    let added = db.execute(
+        "INSERT INTO memberships (user_id, group_id) VALUES (?1, ?2)
+         ON CONFLICT (user_id, group_id) DO NOTHING",
+        params![user_id, group_id],
+    )?;
     Ok(added == 1)
 }
 
 /// Takes a user out of a group; false when they were not in it.
-pub fn remove_member(conn: &Connection, group_id: i64, user_id: i64) -> Result<bool, StoreError> {
-    let removed = conn
-        .prepare_cached("DELETE FROM memberships WHERE user_id = ?1 AND group_id = ?2")?
-        .execute([user_id, group_id])?;
+pub fn remove_member(db: &dyn Db, group_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    let removed = db.execute(
+        "DELETE FROM memberships WHERE user_id = ?1 AND group_id = ?2",
+        params![user_id, group_id],
+    )?;
     Ok(removed == 1)
 }
 
 /// Takes a user out of every group (before the user is deleted; see
 /// [`delete`] for why not by the cascade alone); returns how many.
-pub fn remove_user_from_all(conn: &Connection, user_id: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached("DELETE FROM memberships WHERE user_id = ?1")?
-        .execute([user_id])?)
+pub fn remove_user_from_all(db: &dyn Db, user_id: i64) -> Result<usize, StoreError> {
+    db.execute(
+        "DELETE FROM memberships WHERE user_id = ?1",
+        params![user_id],
+    )
 }
 
 /// One user's group names, in folded-name order (the order of
 /// `names_by_user` and `Remote-Groups`).
-pub fn names_of_user(conn: &Connection, user_id: i64) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn names_of_user(db: &dyn Db, user_id: i64) -> Result<Vec<String>, StoreError> {
+    db.rows(
         "SELECT g.name
          FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
          WHERE m.user_id = ?1
          ORDER BY g.name_folded",
-    )?;
-    let names = stmt
-        .query_map([user_id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(names)
+        params![user_id],
+        |r| r.text(0),
+    )
 }
 
 /// Every user's group names, by user id, each list in folded-name order;
 /// users in no group are absent.
-pub fn names_by_user(conn: &Connection) -> Result<BTreeMap<i64, Vec<String>>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn names_by_user(db: &dyn Db) -> Result<BTreeMap<i64, Vec<String>>, StoreError> {
+    let mut by_user: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    db.query(
         "SELECT m.user_id, g.name
          FROM memberships AS m JOIN groups AS g ON g.id = m.group_id
          ORDER BY m.user_id, g.name_folded",
+        &[],
+        &mut |row| {
+            by_user.entry(row.int(0)?).or_default().push(row.text(1)?);
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query([])?;
-    let mut by_user: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    while let Some(row) = rows.next()? {
-        by_user.entry(row.get(0)?).or_default().push(row.get(1)?);
-    }
     Ok(by_user)
 }
 
@@ -181,6 +172,7 @@ pub fn names_by_user(conn: &Connection) -> Result<BTreeMap<i64, Vec<String>>, St
 mod tests {
     use super::*;
     use crate::store::{test_store, test_user, users};
+    use rusqlite::Connection;
 
     fn group(conn: &Connection, name: &str) -> i64 {
         insert(conn, name, &name.to_ascii_lowercase(), 7).unwrap()

@@ -1,16 +1,22 @@
-//! Storage: everything that touches SQLite, and nothing else does.
+//! Storage: everything that touches the database, and nothing else does.
 //!
-//! The functions in the submodules are synchronous and take a `&Connection`
-//! (or a `&Transaction` where several statements must land together); they
-//! know SQL, not the rules of sessions or passwords. Async callers reach them
-//! through [`Store::run`], which moves the work onto a blocking thread, or,
-//! for the token check's point reads, through [`Store::read`], which runs
-//! them inline on the worker when that cannot wait and falls back to `run`.
+//! The table modules' functions are synchronous and take a [`db::Db`] (a
+//! connection, or a transaction where several statements must land
+//! together); they know SQL, not the rules of sessions or passwords, and
+//! write it once for every engine `Db` may stand for. What is SQLite's own
+//! (the pool, WAL, the inline reader, migrations, backups, the token check's
+//! point read) stays in this module and its SQLite-only neighbours.
+//!
+//! Async callers reach the functions through [`Store::run`], which moves
+//! the work onto a blocking thread, or, for the token check's point reads,
+//! through [`Store::read`], which runs them inline on the worker when that
+//! cannot wait and falls back to `run`.
 //! Synchronous callers (the admin use cases) take a [`Store::connection`].
 
 pub mod audit;
 pub mod backup;
 pub mod clients;
+pub mod db;
 pub mod files;
 pub mod groups;
 pub mod migrate;

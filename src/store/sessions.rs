@@ -4,8 +4,9 @@
 //! Whether a row is still valid is decided in `auth`; these functions only
 //! read and write rows.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension};
 
+use super::db::{params, Db, DbExt, Row};
 use super::StoreError;
 
 /// The fields of a session to be created, besides its token hash.
@@ -72,7 +73,7 @@ pub enum Inserted {
 
 /// Inserts a session found by `token_hash`, under its [`lookup_key`].
 pub fn insert(
-    conn: &Connection,
+    db: &dyn Db,
     token_hash: &[u8; 32],
     session: &NewSession<'_>,
 ) -> Result<Inserted, StoreError> {
@@ -80,31 +81,26 @@ pub fn insert(
     // `sessions` moves the counter in this same statement, which holds the
     // write lock, so two inserts cannot pick the same id and a deleted id
     // never comes back. A conflicting insert stores nothing and takes no id.
-    let id = conn
-        .prepare_cached(
-            "INSERT INTO sessions
-               (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
-                ip, user_agent, amr)
-             VALUES (?1, ?2, (SELECT last_id + 1 FROM session_counter), ?3, ?4, ?5, ?6, ?7, ?8,
-                     ?9)
-             ON CONFLICT (lookup_key) DO NOTHING
-             RETURNING id",
-        )?
-        .query_row(
-            params![
-                lookup_key(token_hash),
-                &token_hash[..],
-                session.user_id,
-                session.created_at,
-                session.expires_at,
-                session.max_expires_at,
-                session.ip,
-                session.user_agent,
-                session.amr,
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let id = db.row(
+        "INSERT INTO sessions
+           (lookup_key, token_hash, id, user_id, created_at, expires_at, max_expires_at,
+            ip, user_agent, amr)
+         VALUES (?1, ?2, (SELECT last_id + 1 FROM session_counter), ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (lookup_key) DO NOTHING
+         RETURNING id",
+        params![
+            lookup_key(token_hash),
+            token_hash,
+            session.user_id,
+            session.created_at,
+            session.expires_at,
+            session.max_expires_at,
+            session.ip,
+            session.user_agent,
+            session.amr,
+        ],
+        |r| r.int(0),
+    )?;
     Ok(id.map_or(Inserted::KeyTaken, Inserted::Stored))
 }
 
@@ -126,22 +122,25 @@ pub fn find_by_token_hash(
              FROM sessions AS s JOIN users AS u ON u.id = s.user_id
              WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
         )?
-        .query_row(params![lookup_key(token_hash), &token_hash[..]], |r| {
-            Ok(TokenRow {
-                session_id: r.get(0)?,
-                created_at: r.get(1)?,
-                expires_at: r.get(2)?,
-                max_expires_at: r.get(3)?,
-                user_id: r.get(4)?,
-                username: r.get(5)?,
-                email: r.get(6)?,
-                display_name: r.get(7)?,
-                user_disabled: r.get(8)?,
-                user_created_at: r.get(9)?,
-                groups: split_groups(r.get_ref(10)?.as_str()?),
-                amr: r.get(11)?,
-            })
-        })
+        .query_row(
+            rusqlite::params![lookup_key(token_hash), &token_hash[..]],
+            |r| {
+                Ok(TokenRow {
+                    session_id: r.get(0)?,
+                    created_at: r.get(1)?,
+                    expires_at: r.get(2)?,
+                    max_expires_at: r.get(3)?,
+                    user_id: r.get(4)?,
+                    username: r.get(5)?,
+                    email: r.get(6)?,
+                    display_name: r.get(7)?,
+                    user_disabled: r.get(8)?,
+                    user_created_at: r.get(9)?,
+                    groups: split_groups(r.get_ref(10)?.as_str()?),
+                    amr: r.get(11)?,
+                })
+            },
+        )
         .optional()?)
 }
 
@@ -154,126 +153,116 @@ fn split_groups(joined: &str) -> Vec<String> {
 }
 
 /// Moves a session's idle expiry forward; never moves it back.
-pub fn extend(conn: &Connection, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub fn extend(db: &dyn Db, token_hash: &[u8; 32], expires_at: i64) -> Result<(), StoreError> {
+    db.execute(
         "UPDATE sessions SET expires_at = ?3
          WHERE lookup_key = ?1 AND token_hash = ?2 AND expires_at < ?3",
-    )?
-    .execute(params![lookup_key(token_hash), &token_hash[..], expires_at])?;
+        params![lookup_key(token_hash), token_hash, expires_at],
+    )?;
     Ok(())
 }
 
 /// Adds the factor bits `amr` to session `id`'s (a code proved at
 /// enrollment counts for the session that proved it).
-pub fn add_factors(conn: &Connection, id: i64, amr: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE sessions SET amr = amr | ?2 WHERE id = ?1")?
-        .execute([id, amr])?;
+pub fn add_factors(db: &dyn Db, id: i64, amr: i64) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE sessions SET amr = amr | ?2 WHERE id = ?1",
+        params![id, amr],
+    )?;
     Ok(())
 }
 
 /// The absolute expiry of session `id` of `user_id`, if it is still valid
 /// at `now`.
 pub fn max_expires_at_if_valid(
-    conn: &Connection,
+    db: &dyn Db,
     user_id: i64,
     id: i64,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
     // expires_at <= max_expires_at holds for every row (see purge_expired).
-    Ok(conn
-        .prepare_cached(
-            "SELECT max_expires_at FROM sessions WHERE id = ?1 AND user_id = ?2 AND expires_at > ?3",
-        )?
-        .query_row([id, user_id, now], |r| r.get(0))
-        .optional()?)
+    db.row(
+        "SELECT max_expires_at FROM sessions WHERE id = ?1 AND user_id = ?2 AND expires_at > ?3",
+        params![id, user_id, now],
+        |r| r.int(0),
+    )
 }
 
 /// Deletes session `id`; false when there was none.
-pub fn delete(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
-        .execute([id])?;
+pub fn delete(db: &dyn Db, id: i64) -> Result<bool, StoreError> {
+    let changed = db.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
     Ok(changed == 1)
 }
 
 /// Deletes the session with this token hash; returns its user's id, or
 /// `None` when there was none.
-pub fn delete_by_token_hash(
-    conn: &Connection,
-    token_hash: &[u8; 32],
-) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "DELETE FROM sessions WHERE lookup_key = ?1 AND token_hash = ?2 RETURNING user_id",
-        )?
-        .query_row(params![lookup_key(token_hash), &token_hash[..]], |r| {
-            r.get(0)
-        })
-        .optional()?)
+pub fn delete_by_token_hash(db: &dyn Db, token_hash: &[u8; 32]) -> Result<Option<i64>, StoreError> {
+    db.row(
+        "DELETE FROM sessions WHERE lookup_key = ?1 AND token_hash = ?2 RETURNING user_id",
+        params![lookup_key(token_hash), token_hash],
+        |r| r.int(0),
+    )
 }
 
 /// Deletes session `id` if it belongs to `user_id`; false otherwise.
-pub fn delete_by_id(conn: &Connection, user_id: i64, id: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?
-        .execute([id, user_id])?;
+pub fn delete_by_id(db: &dyn Db, user_id: i64, id: i64) -> Result<bool, StoreError> {
+    let changed = db.execute(
+        "DELETE FROM sessions WHERE id = ?1 AND user_id = ?2",
+        params![id, user_id],
+    )?;
     Ok(changed == 1)
 }
 
 /// Deletes every session of a user and returns how many there were.
-pub fn delete_for_user(conn: &Connection, user_id: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
-        .execute([user_id])?)
+pub fn delete_for_user(db: &dyn Db, user_id: i64) -> Result<usize, StoreError> {
+    db.execute("DELETE FROM sessions WHERE user_id = ?1", params![user_id])
 }
 
 /// Deletes sessions whose idle or absolute expiry has passed.
-pub fn purge_expired(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+pub fn purge_expired(db: &dyn Db, now: i64) -> Result<usize, StoreError> {
     // expires_at <= max_expires_at holds for every row (auth clamps it), so
     // this one indexed condition covers both expiries.
-    Ok(conn
-        .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
-        .execute([now])?)
+    db.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])
 }
 
 /// How many sessions are unexpired at `now`.
-pub fn count_valid(conn: &Connection, now: i64) -> Result<i64, StoreError> {
+pub fn count_valid(db: &dyn Db, now: i64) -> Result<i64, StoreError> {
     // expires_at <= max_expires_at holds for every row (see purge_expired):
     // one range of the expiry index.
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM sessions WHERE expires_at > ?1")?
-        .query_row([now], |r| r.get(0))?)
+    db.one(
+        "SELECT count(*) FROM sessions WHERE expires_at > ?1",
+        params![now],
+        |r| r.int(0),
+    )
 }
 
 /// Unexpired sessions, newest first; of one user, or of everyone.
 pub fn list_valid(
-    conn: &Connection,
+    db: &dyn Db,
     user_id: Option<i64>,
     now: i64,
 ) -> Result<Vec<SessionRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    db.rows(
         "SELECT s.id, s.user_id, u.username, s.created_at, s.expires_at, s.max_expires_at,
                 s.ip, s.user_agent
          FROM sessions AS s JOIN users AS u ON u.id = s.user_id
          WHERE (?1 IS NULL OR s.user_id = ?1) AND s.expires_at > ?2 AND s.max_expires_at > ?2
          ORDER BY s.created_at DESC, s.id DESC",
-    )?;
-    let rows = stmt
-        .query_map(params![user_id, now], session_row)?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+        params![user_id, now],
+        session_row,
+    )
 }
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
+fn session_row(r: &Row<'_>) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        username: r.get(2)?,
-        created_at: r.get(3)?,
-        expires_at: r.get(4)?,
-        max_expires_at: r.get(5)?,
-        ip: r.get(6)?,
-        user_agent: r.get(7)?,
+        id: r.int(0)?,
+        user_id: r.int(1)?,
+        username: r.text(2)?,
+        created_at: r.int(3)?,
+        expires_at: r.int(4)?,
+        max_expires_at: r.int(5)?,
+        ip: r.text(6)?,
+        user_agent: r.text(7)?,
     })
 }
 

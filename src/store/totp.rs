@@ -8,8 +8,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
+use super::db::{params, Db, DbExt};
 use super::StoreError;
 
 /// A confirmed factor.
@@ -35,190 +34,188 @@ pub struct Challenge {
 const MAX_CHALLENGES_PER_USER: i64 = 10;
 
 /// The user's confirmed factor, if any.
-pub fn find(conn: &Connection, user_id: i64) -> Result<Option<Factor>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT secret, last_step FROM totp WHERE user_id = ?1")?
-        .query_row([user_id], |r| {
+pub fn find(db: &dyn Db, user_id: i64) -> Result<Option<Factor>, StoreError> {
+    db.row(
+        "SELECT secret, last_step FROM totp WHERE user_id = ?1",
+        params![user_id],
+        |r| {
             Ok(Factor {
-                secret: r.get(0)?,
-                last_step: r.get(1)?,
+                secret: r.blob(0)?,
+                last_step: r.int(1)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Records `step` as used, if it is later than the last one: false when
 /// another request used it (or a later one) first, or there is no factor.
 /// This conditional write is what refuses a replay, also between two
 /// requests checking the same code at once.
-pub fn use_step(conn: &Connection, user_id: i64, step: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("UPDATE totp SET last_step = ?2 WHERE user_id = ?1 AND last_step < ?2")?
-        .execute([user_id, step])?;
+pub fn use_step(db: &dyn Db, user_id: i64, step: i64) -> Result<bool, StoreError> {
+    let changed = db.execute(
+        "UPDATE totp SET last_step = ?2 WHERE user_id = ?1 AND last_step < ?2",
+        params![user_id, step],
+    )?;
     Ok(changed == 1)
 }
 
 /// Starts (or restarts) an enrollment with `secret`.
-pub fn set_pending(
-    conn: &Connection,
-    user_id: i64,
-    secret: &[u8],
-    now: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub fn set_pending(db: &dyn Db, user_id: i64, secret: &[u8], now: i64) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO totp_pending (user_id, secret, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret,
                                              created_at = excluded.created_at",
-    )?
-    .execute(params![user_id, secret, now])?;
+        params![user_id, secret, now],
+    )?;
     Ok(())
 }
 
 /// The enrollment under way: its secret and when it began.
-pub fn pending(conn: &Connection, user_id: i64) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT secret, created_at FROM totp_pending WHERE user_id = ?1")?
-        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+pub fn pending(db: &dyn Db, user_id: i64) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    db.row(
+        "SELECT secret, created_at FROM totp_pending WHERE user_id = ?1",
+        params![user_id],
+        |r| Ok((r.blob(0)?, r.int(1)?)),
+    )
 }
 
 /// Makes `secret` the user's factor (replacing any), with `last_step`
 /// used already, and ends the enrollment.
 pub fn activate(
-    conn: &Connection,
+    db: &dyn Db,
     user_id: i64,
     secret: &[u8],
     last_step: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO totp (user_id, secret, last_step, enrolled_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret,
              last_step = excluded.last_step, enrolled_at = excluded.enrolled_at",
-    )?
-    .execute(params![user_id, secret, last_step, now])?;
-    conn.prepare_cached("DELETE FROM totp_pending WHERE user_id = ?1")?
-        .execute([user_id])?;
+        params![user_id, secret, last_step, now],
+    )?;
+    db.execute(
+        "DELETE FROM totp_pending WHERE user_id = ?1",
+        params![user_id],
+    )?;
     Ok(())
 }
 
 /// Removes the user's factor, enrollment and recovery codes; false when
 /// there was no factor. (Also done by the foreign-key cascade when the
 /// user goes; deleted explicitly for connections without it.)
-pub fn remove(conn: &Connection, user_id: i64) -> Result<bool, StoreError> {
-    let removed = conn
-        .prepare_cached("DELETE FROM totp WHERE user_id = ?1")?
-        .execute([user_id])?;
-    conn.prepare_cached("DELETE FROM totp_pending WHERE user_id = ?1")?
-        .execute([user_id])?;
-    conn.prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1")?
-        .execute([user_id])?;
-    conn.prepare_cached("DELETE FROM login_challenges WHERE user_id = ?1")?
-        .execute([user_id])?;
+pub fn remove(db: &dyn Db, user_id: i64) -> Result<bool, StoreError> {
+    let removed = db.execute("DELETE FROM totp WHERE user_id = ?1", params![user_id])?;
+    for table in [
+        "DELETE FROM totp_pending WHERE user_id = ?1",
+        "DELETE FROM recovery_codes WHERE user_id = ?1",
+        "DELETE FROM login_challenges WHERE user_id = ?1",
+    ] {
+        db.execute(table, params![user_id])?;
+    }
     Ok(removed == 1)
 }
 
 /// Replaces the user's recovery codes with `hashes`.
 pub fn replace_recovery_codes(
-    conn: &Connection,
+    db: &dyn Db,
     user_id: i64,
     hashes: &[[u8; 32]],
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1")?
-        .execute([user_id])?;
-    let mut insert =
-        conn.prepare_cached("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)")?;
+    db.execute(
+        "DELETE FROM recovery_codes WHERE user_id = ?1",
+        params![user_id],
+    )?;
     for hash in hashes {
-        insert.execute(params![user_id, &hash[..]])?;
+        db.execute(
+            "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)",
+            params![user_id, hash],
+        )?;
     }
     Ok(())
 }
 
 /// Uses up a recovery code: false when the user has no such code (left).
-pub fn use_recovery_code(
-    conn: &Connection,
-    user_id: i64,
-    hash: &[u8; 32],
-) -> Result<bool, StoreError> {
-    let deleted = conn
-        .prepare_cached("DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2")?
-        .execute(params![user_id, &hash[..]])?;
+pub fn use_recovery_code(db: &dyn Db, user_id: i64, hash: &[u8; 32]) -> Result<bool, StoreError> {
+    let deleted = db.execute(
+        "DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
+        params![user_id, hash],
+    )?;
     Ok(deleted == 1)
 }
 
 /// How many recovery codes the user has left.
-pub fn recovery_codes_left(conn: &Connection, user_id: i64) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM recovery_codes WHERE user_id = ?1")?
-        .query_row([user_id], |r| r.get(0))?)
+pub fn recovery_codes_left(db: &dyn Db, user_id: i64) -> Result<i64, StoreError> {
+    db.one(
+        "SELECT count(*) FROM recovery_codes WHERE user_id = ?1",
+        params![user_id],
+        |r| r.int(0),
+    )
 }
 
 /// The ids of every user with a confirmed factor.
-pub fn enrolled_users(conn: &Connection) -> Result<HashSet<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT user_id FROM totp")?;
-    let ids = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(ids)
+pub fn enrolled_users(db: &dyn Db) -> Result<HashSet<i64>, StoreError> {
+    let ids = db.rows("SELECT user_id FROM totp", &[], |r| r.int(0))?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Stores a challenge found by `hash`, keeping only the user's newest
 /// [`MAX_CHALLENGES_PER_USER`].
 pub fn insert_challenge(
-    conn: &Connection,
+    db: &dyn Db,
     hash: &[u8; 32],
     challenge: &Challenge,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO login_challenges
            (challenge_hash, user_id, credential_version, replaces_session, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        &hash[..],
-        challenge.user_id,
-        challenge.credential_version,
-        challenge.replaces_session,
-        challenge.expires_at
-    ])?;
-    conn.prepare_cached(
+        params![
+            hash,
+            challenge.user_id,
+            challenge.credential_version,
+            challenge.replaces_session,
+            challenge.expires_at
+        ],
+    )?;
+    db.execute(
         "DELETE FROM login_challenges WHERE user_id = ?1 AND challenge_hash NOT IN
            (SELECT challenge_hash FROM login_challenges WHERE user_id = ?1
             ORDER BY expires_at DESC LIMIT ?2)",
-    )?
-    .execute(params![challenge.user_id, MAX_CHALLENGES_PER_USER])?;
+        params![challenge.user_id, MAX_CHALLENGES_PER_USER],
+    )?;
     Ok(())
 }
 
 /// Takes the challenge found by `hash`: it is deleted whatever comes next
 /// (single use), and returned only if it was still alive at `now`.
 pub fn take_challenge(
-    conn: &Connection,
+    db: &dyn Db,
     hash: &[u8; 32],
     now: i64,
 ) -> Result<Option<Challenge>, StoreError> {
-    let taken = conn
-        .prepare_cached(
-            "DELETE FROM login_challenges WHERE challenge_hash = ?1
-             RETURNING user_id, credential_version, replaces_session, expires_at",
-        )?
-        .query_row([&hash[..]], |r| {
+    let taken = db.row(
+        "DELETE FROM login_challenges WHERE challenge_hash = ?1
+         RETURNING user_id, credential_version, replaces_session, expires_at",
+        params![hash],
+        |r| {
             Ok(Challenge {
-                user_id: r.get(0)?,
-                credential_version: r.get(1)?,
-                replaces_session: r.get(2)?,
-                expires_at: r.get(3)?,
+                user_id: r.int(0)?,
+                credential_version: r.int(1)?,
+                replaces_session: r.opt_int(2)?,
+                expires_at: r.int(3)?,
             })
-        })
-        .optional()?;
+        },
+    )?;
     Ok(taken.filter(|challenge| now < challenge.expires_at))
 }
 
 /// Deletes challenges dead at `now`.
-pub fn purge_challenges(conn: &Connection, now: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached("DELETE FROM login_challenges WHERE expires_at <= ?1")?
-        .execute([now])?)
+pub fn purge_challenges(db: &dyn Db, now: i64) -> Result<usize, StoreError> {
+    db.execute(
+        "DELETE FROM login_challenges WHERE expires_at <= ?1",
+        params![now],
+    )
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@
 //! password check, creates its session only if [`may_log_in`] still holds in
 //! the writing transaction: a change made meanwhile always wins.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
-
+use super::db::{params, Db, DbExt, Row};
 use super::StoreError;
 
 /// A user row.
@@ -42,81 +41,67 @@ pub struct NewUser<'a> {
 const COLUMNS: &str =
     "id, username, password_hash, email, display_name, disabled, created_at, credential_version";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+fn from_row(row: &Row<'_>) -> Result<User, StoreError> {
     Ok(User {
-        id: row.get(0)?,
-        username: row.get(1)?,
-        password_hash: row.get(2)?,
-        email: row.get(3)?,
-        display_name: row.get(4)?,
-        disabled: row.get(5)?,
-        created_at: row.get(6)?,
-        credential_version: row.get(7)?,
+        id: row.int(0)?,
+        username: row.text(1)?,
+        password_hash: row.text(2)?,
+        email: row.opt_text(3)?,
+        display_name: row.opt_text(4)?,
+        disabled: row.flag(5)?,
+        created_at: row.int(6)?,
+        credential_version: row.int(7)?,
     })
 }
 
 /// Inserts a user; [`StoreError::Conflict`] when the name is taken in any case.
-pub fn insert(conn: &Connection, user: &NewUser<'_>) -> Result<i64, StoreError> {
-    conn.prepare_cached(
+pub fn insert(db: &dyn Db, user: &NewUser<'_>) -> Result<i64, StoreError> {
+    db.one(
         "INSERT INTO users (username, username_folded, password_hash, email, display_name, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        user.username,
-        user.username_folded,
-        user.password_hash,
-        user.email,
-        user.display_name,
-        user.created_at
-    ])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        params![
+            user.username,
+            user.username_folded,
+            user.password_hash,
+            user.email,
+            user.display_name,
+            user.created_at
+        ],
+        |r| r.int(0),
+    )
 }
 
 /// Finds a user by the folded key of their name.
-pub fn find_by_folded_name(
-    conn: &Connection,
-    username_folded: &str,
-) -> Result<Option<User>, StoreError> {
+pub fn find_by_folded_name(db: &dyn Db, username_folded: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE username_folded = ?1");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([username_folded], from_row)
-        .optional()?)
+    db.row(&sql, params![username_folded], from_row)
 }
 
 /// Finds a user by id.
-pub fn find_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
+pub fn find_by_id(db: &dyn Db, id: i64) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?1");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([id], from_row)
-        .optional()?)
+    db.row(&sql, params![id], from_row)
 }
 
 /// Every user, by id.
-pub fn list(conn: &Connection) -> Result<Vec<User>, StoreError> {
+pub fn list(db: &dyn Db) -> Result<Vec<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users ORDER BY id");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let users = stmt.query_map([], from_row)?.collect::<Result<_, _>>()?;
-    Ok(users)
+    db.rows(&sql, &[], from_row)
 }
 
 /// How many users exist.
-pub fn count(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM users")?
-        .query_row([], |r| r.get(0))?)
+pub fn count(db: &dyn Db) -> Result<i64, StoreError> {
+    db.one("SELECT count(*) FROM users", &[], |r| r.int(0))
 }
 
 /// Sets a new password hash, a credential change (the version goes up);
 /// false when the user does not exist.
-pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE users SET password_hash = ?2, credential_version = credential_version + 1
-             WHERE id = ?1",
-        )?
-        .execute(params![id, hash])?;
+pub fn set_password_hash(db: &dyn Db, id: i64, hash: &str) -> Result<bool, StoreError> {
+    let changed = db.execute(
+        "UPDATE users SET password_hash = ?2, credential_version = credential_version + 1
+         WHERE id = ?1",
+        params![id, hash],
+    )?;
     Ok(changed == 1)
 }
 
@@ -125,40 +110,37 @@ pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<bool,
 /// an upgrade never overwrites a password set since it was read. Not a
 /// change (the version stays); false when nothing was written.
 pub fn upgrade_password_hash(
-    conn: &Connection,
+    db: &dyn Db,
     id: i64,
     seen_version: i64,
     hash: &str,
 ) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND credential_version = ?2",
-        )?
-        .execute(params![id, seen_version, hash])?;
+    let changed = db.execute(
+        "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND credential_version = ?2",
+        params![id, seen_version, hash],
+    )?;
     Ok(changed == 1)
 }
 
 /// Sets or clears the disabled flag, a credential change (the version goes
 /// up); false when the user does not exist.
-pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE users SET disabled = ?2, credential_version = credential_version + 1
-             WHERE id = ?1",
-        )?
-        .execute(params![id, disabled])?;
+pub fn set_disabled(db: &dyn Db, id: i64, disabled: bool) -> Result<bool, StoreError> {
+    let changed = db.execute(
+        "UPDATE users SET disabled = ?2, credential_version = credential_version + 1
+         WHERE id = ?1",
+        params![id, disabled],
+    )?;
     Ok(changed == 1)
 }
 
 /// Records a credential change that touches no column of `users` (every
 /// session revoked): a login in flight can then not add a session. False
 /// when the user does not exist.
-pub fn bump_credential_version(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
-        )?
-        .execute([id])?;
+pub fn bump_credential_version(db: &dyn Db, id: i64) -> Result<bool, StoreError> {
+    let changed = db.execute(
+        "UPDATE users SET credential_version = credential_version + 1 WHERE id = ?1",
+        params![id],
+    )?;
     Ok(changed == 1)
 }
 
@@ -166,21 +148,18 @@ pub fn bump_credential_version(conn: &Connection, id: i64) -> Result<bool, Store
 /// a login whose password was checked against that version may create its
 /// session. Only meaningful inside the (immediate) transaction that
 /// creates it, which no change can interleave with.
-pub fn may_log_in(conn: &Connection, id: i64, seen_version: i64) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM users WHERE id = ?1 AND credential_version = ?2 AND disabled = 0",
-        )?
-        .query_row([id, seen_version], |_| Ok(()))
-        .optional()?
-        .is_some())
+pub fn may_log_in(db: &dyn Db, id: i64, seen_version: i64) -> Result<bool, StoreError> {
+    let found = db.row(
+        "SELECT 1 FROM users WHERE id = ?1 AND credential_version = ?2 AND disabled = 0",
+        params![id, seen_version],
+        |_| Ok(()),
+    )?;
+    Ok(found.is_some())
 }
 
 /// Deletes a user; their sessions go with them (`ON DELETE CASCADE`).
-pub fn delete(conn: &Connection, id: i64) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached("DELETE FROM users WHERE id = ?1")?
-        .execute([id])?;
+pub fn delete(db: &dyn Db, id: i64) -> Result<bool, StoreError> {
+    let changed = db.execute("DELETE FROM users WHERE id = ?1", params![id])?;
     Ok(changed == 1)
 }
 
@@ -188,6 +167,7 @@ pub fn delete(conn: &Connection, id: i64) -> Result<bool, StoreError> {
 mod tests {
     use super::*;
     use crate::store::test_store;
+    use rusqlite::Connection;
 
     fn new_user<'a>(name: &'a str, folded: &'a str) -> NewUser<'a> {
         NewUser {
@@ -226,7 +206,7 @@ mod tests {
         let conn = store.connection().unwrap();
         let id = insert(&conn, &new_user("alice", "alice")).unwrap();
         let version = |conn: &Connection| find_by_id(conn, id).unwrap().unwrap().credential_version;
-        type Change = fn(&Connection, i64) -> Result<bool, StoreError>;
+        type Change = fn(&dyn Db, i64) -> Result<bool, StoreError>;
         let changes: [(&str, Change); 4] = [
             ("passwd", |c, id| set_password_hash(c, id, "$argon2id$new")),
             ("disable", |c, id| set_disabled(c, id, true)),

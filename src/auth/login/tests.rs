@@ -67,7 +67,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
 
 #[test]
 fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
-    type Change = fn(&Connection, i64) -> Result<bool, StoreError>;
+    type Change = fn(&dyn crate::store::db::Db, i64) -> Result<bool, StoreError>;
     let changes: [(&str, Change); 4] = [
         ("passwd", |c, id| {
             users::set_password_hash(c, id, "$argon2id$new")

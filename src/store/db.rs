@@ -1,0 +1,313 @@
+//! The one seam between the store's SQL and a database engine.
+//!
+//! The table modules (`users`, `sessions`, …) write their statements once,
+//! against [`Db`]: positional parameters (`?1`, `?2`, …) given as
+//! [`Value`]s, and rows read by column index through [`Row`]. Only `Db`'s
+//! implementations know the engine. The SQL they share is the common
+//! ground of SQLite and PostgreSQL (`RETURNING`, `ON CONFLICT`, 64-bit
+//! integers, byte strings); what differs (schema, migrations, locking, the
+//! hot token read) lives beside each engine, not in the table modules.
+//!
+//! SQLite connections, transactions and pooled connections are all `Db`s,
+//! so a caller holding any of them passes it as it is.
+
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, Transaction};
+
+use super::{PooledConnection, StoreError};
+
+/// A statement parameter. Borrowed: passing one copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Int(i64),
+    /// A nullable integer column's value.
+    OptInt(Option<i64>),
+    Text(&'a str),
+    /// A nullable text column's value.
+    OptText(Option<&'a str>),
+    Blob(&'a [u8]),
+}
+
+impl From<i64> for Value<'_> {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+/// Flags are stored as 0 or 1: the same column type on every engine.
+impl From<bool> for Value<'_> {
+    fn from(v: bool) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
+impl From<Option<i64>> for Value<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Value::OptInt(v)
+    }
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Value::OptText(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Value::Blob(v)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Value<'a> {
+    fn from(v: &'a [u8; N]) -> Self {
+        Value::Blob(v)
+    }
+}
+
+/// Parameters from a list of values of mixed types: `params![id, name]`.
+#[macro_export]
+macro_rules! db_params {
+    ($($value:expr),* $(,)?) => {
+        &[$($crate::store::db::Value::from($value)),*][..]
+    };
+}
+pub use crate::db_params as params;
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Value::Int(v) | Value::OptInt(Some(v)) => ToSqlOutput::from(v),
+            Value::OptInt(None) | Value::OptText(None) => ToSqlOutput::from(rusqlite::types::Null),
+            Value::Text(v) | Value::OptText(Some(v)) => ToSqlOutput::from(v),
+            Value::Blob(v) => ToSqlOutput::from(v),
+        })
+    }
+}
+
+/// A row of a query's answer, read by column index.
+pub struct Row<'a>(RowInner<'a>);
+
+enum RowInner<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+}
+
+impl Row<'_> {
+    pub fn int(&self, i: usize) -> Result<i64, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(row) => Ok(row.get(i)?),
+        }
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(row) => Ok(row.get(i)?),
+        }
+    }
+
+    /// A 0/1 flag.
+    pub fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.int(i)? != 0)
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(row) => Ok(row.get(i)?),
+        }
+    }
+
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(row) => Ok(row.get(i)?),
+        }
+    }
+
+    pub fn blob(&self, i: usize) -> Result<Vec<u8>, StoreError> {
+        match &self.0 {
+            RowInner::Sqlite(row) => Ok(row.get(i)?),
+        }
+    }
+}
+
+/// Where statements run: a connection, or a transaction on one.
+pub trait Db {
+    /// Runs a statement; returns how many rows it changed.
+    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError>;
+
+    /// Runs a query and hands each row of its answer to `each`, in order.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Reading answers: one row, maybe one, or all.
+pub trait DbExt: Db {
+    /// The first row of the answer, or `None`.
+    fn row<T>(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        read: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut read = Some(read);
+        let mut found = None;
+        self.query(sql, params, &mut |row| {
+            if let Some(read) = read.take() {
+                found = Some(read(row)?);
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// The first row of an answer that always has one (`count(*)`, …).
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        read: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.row(sql, params, read)?
+            .ok_or_else(|| StoreError::Task(format!("no row from {sql:?}")))
+    }
+
+    /// Every row of the answer.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut read: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut all = Vec::new();
+        self.query(sql, params, &mut |row| {
+            all.push(read(row)?);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+}
+
+impl<D: Db + ?Sized> DbExt for D {}
+
+impl Db for Connection {
+    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params))?)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(row) = rows.next()? {
+            each(&Row(RowInner::Sqlite(row)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A transaction is its connection, for statements.
+impl Db for Transaction<'_> {
+    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
+        Db::execute(&**self, sql, params)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        Db::query(&**self, sql, params, each)
+    }
+}
+
+/// So is a connection from the pool.
+impl Db for PooledConnection {
+    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
+        Db::execute(&**self, sql, params)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        Db::query(&**self, sql, params, each)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    #[test]
+    fn values_of_every_kind_go_in_and_come_back() {
+        let (_dir, store) = test_store();
+        let conn = store.connection().unwrap();
+        let db: &dyn Db = &conn;
+        db.execute(
+            "CREATE TEMP TABLE t (i INTEGER, oi INTEGER, s TEXT, os TEXT, b BLOB)",
+            &[],
+        )
+        .unwrap();
+        let none: Option<&str> = None;
+        let changed = db
+            .execute(
+                "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5), (?6, NULL, 'x', ?7, x'00')",
+                params![
+                    7i64,
+                    None::<i64>,
+                    "text",
+                    none,
+                    &[1u8, 2][..],
+                    true,
+                    Some("y")
+                ],
+            )
+            .unwrap();
+        assert_eq!(changed, 2);
+        let rows = db
+            .rows("SELECT i, oi, s, os, b FROM t ORDER BY i DESC", &[], |r| {
+                Ok((
+                    r.int(0)?,
+                    r.opt_int(1)?,
+                    r.text(2)?,
+                    r.opt_text(3)?,
+                    r.blob(4)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (7, None, "text".to_owned(), None, vec![1, 2]),
+                (1, None, "x".to_owned(), Some("y".to_owned()), vec![0]),
+            ]
+        );
+        let flag = db.one("SELECT 1", &[], |r| r.flag(0)).unwrap();
+        assert!(flag);
+        assert_eq!(db.row("SELECT 1 WHERE 0", &[], |r| r.int(0)).unwrap(), None);
+    }
+}
