@@ -13,7 +13,7 @@ use latchkey::auth::password::PasswordHashing;
 use latchkey::auth::token::Token;
 use latchkey::auth::totp::Secret;
 use latchkey::auth::{unix_now, Amr};
-use latchkey::store::{sessions, totp, users, Store, TransactionBehavior};
+use latchkey::store::{self, sessions, totp, users, Store};
 use sha2::{Digest, Sha256};
 
 use crate::{progress, PASSWORD, SAMPLE_TOKENS, SESSION_LIFETIME_SECS, USERS};
@@ -75,11 +75,9 @@ pub fn totp_user_name(i: usize) -> String {
 /// transaction, through latchkey's own store code.
 pub fn seed(path: &Path, password_hash: &str, spec: &SeedSpec) -> Result<Seeded> {
     let store = Store::open(path, 1)?;
-    let mut conn = store.connection()?;
+    let conn = store.connection()?;
     let now = unix_now();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("cannot start the seeding transaction")?;
+    let tx = store::write(&conn).context("cannot start the seeding transaction")?;
     let mut user_ids = Vec::with_capacity(USERS);
     for i in 0..USERS {
         let name = user_name(i);

@@ -12,9 +12,8 @@
 //! The methods block (SQLite, and argon2 for passwords): call them from a
 //! thread that may block, never from an async worker.
 
+use crate::store::Db;
 use std::path::Path;
-
-use rusqlite::Connection;
 
 use super::audit::{self, Event, Origin, Subject};
 use super::input::{ClientId, Password, ProfileField, Username};
@@ -22,9 +21,7 @@ use super::password::{self, HashError, PasswordHashing};
 use super::token::{RandomError, Token};
 use super::unix_now;
 use crate::config::PasswordConfig;
-use crate::store::{
-    self, backup, clients, groups, sessions, users, Store, StoreError, TransactionBehavior,
-};
+use crate::store::{self, backup, clients, groups, sessions, users, Store, StoreError};
 
 /// Why an admin use case did not succeed; the text is a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -113,8 +110,8 @@ impl Admin {
     /// Creates user `admin` with a random password when there are no users
     /// at all; returns that password, to be shown once.
     pub fn create_initial_admin(&self) -> Result<Option<Token>, AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         if users::count(&tx)? > 0 {
             return Ok(None);
         }
@@ -124,7 +121,7 @@ impl Admin {
         insert_user(&tx, &username, &hash, None, None)?;
         let detail = "the initial administrator, created on an empty database";
         record(&tx, Event::UserAdded, named(&username), detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(Some(password))
     }
 
@@ -148,8 +145,8 @@ impl Admin {
     /// Creates a user; returns the new id.
     pub fn add_user(&self, user: &NewUser) -> Result<i64, AdminError> {
         let hash = self.hash(user.password.expose())?;
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let id = insert_user(
             &tx,
             &user.username,
@@ -162,7 +159,7 @@ impl Admin {
             other => other.into(),
         })?;
         record(&tx, Event::UserAdded, named(&user.username), "")?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(id)
     }
 
@@ -256,12 +253,12 @@ impl Admin {
 
     /// Deletes expired sessions now; returns how many.
     pub fn purge_sessions(&self) -> Result<usize, AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let purged = sessions::purge_expired(&tx, unix_now())?;
         let detail = format!("{purged} expired session(s) deleted");
         record(&tx, Event::SessionsPurged, Subject::Nobody, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(purged)
     }
 
@@ -269,15 +266,15 @@ impl Admin {
     /// shown once; only its hash is stored.
     pub fn add_client(&self, id: &ClientId) -> Result<Token, AdminError> {
         let secret = Token::generate()?;
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         clients::insert(&tx, id.as_str(), &secret.hash().0, unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::ClientExists(id.to_string()),
             other => other.into(),
         })?;
         let detail = format!("client {:?}", id.as_str());
         record(&tx, Event::ClientAdded, Subject::Nobody, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(secret)
     }
 
@@ -291,10 +288,10 @@ impl Admin {
     /// to remove the last one unless `force`, since `/introspect` then
     /// answers anyone. Returns true when no client is left.
     pub fn remove_client(&self, id: &str, force: bool) -> Result<bool, AdminError> {
-        let mut conn = self.store.connection()?;
+        let conn = self.store.connection()?;
         // One immediate transaction: two removals at once cannot each see
         // the other's client left and together empty the table.
-        let tx = immediate(&mut conn)?;
+        let tx = crate::store::write(&conn)?;
         if !clients::delete(&tx, id)? {
             return Err(AdminError::NoSuchClient(id.to_owned()));
         }
@@ -308,7 +305,7 @@ impl Admin {
             false => format!("client {id:?}"),
         };
         record(&tx, Event::ClientRemoved, Subject::Nobody, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(none_left)
     }
 
@@ -329,10 +326,10 @@ impl Admin {
         &self,
         username: &Username,
         event: Event,
-        change: impl FnOnce(&Connection, i64) -> Result<usize, StoreError>,
+        change: impl FnOnce(&dyn Db, i64) -> Result<usize, StoreError>,
     ) -> Result<UserChange, AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let user = find_user(&tx, username)?;
         let sessions_ended = change(&tx, user.id)?;
         let detail = match sessions_ended {
@@ -342,7 +339,7 @@ impl Admin {
         // Named, not by id: a deleted user's row is gone by now.
         let subject = Subject::Named(&user.username, username.folded());
         record(&tx, event, subject, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(UserChange {
             username: user.username,
             sessions_ended,
@@ -358,14 +355,14 @@ impl Admin {
     }
 }
 
-pub(super) fn find_user(conn: &Connection, username: &Username) -> Result<users::User, AdminError> {
+pub(super) fn find_user(conn: &dyn Db, username: &Username) -> Result<users::User, AdminError> {
     users::find_by_folded_name(conn, username.folded())?
         .ok_or_else(|| AdminError::NoSuchUser(username.to_string()))
 }
 
 /// Records an administrator's change, made on the command line.
 pub(super) fn record(
-    conn: &Connection,
+    conn: &dyn Db,
     event: Event,
     subject: Subject<'_>,
     detail: &str,
@@ -378,12 +375,8 @@ pub(super) fn named(username: &Username) -> Subject<'_> {
     Subject::Named(username.as_str(), username.folded())
 }
 
-pub(super) fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
-}
-
 fn insert_user(
-    conn: &Connection,
+    conn: &dyn Db,
     username: &Username,
     password_hash: &str,
     email: Option<&ProfileField>,

@@ -12,10 +12,9 @@
 //! Never recorded: a password, token, code or secret, nor a username that
 //! no account has (it may be a password typed into the wrong field).
 
+use crate::store::Db;
 use std::net::IpAddr;
 use std::time::Duration;
-
-use rusqlite::Connection;
 
 use super::admin::{Admin, AdminError};
 use super::input::Username;
@@ -135,7 +134,7 @@ pub(super) enum Subject<'a> {
 
 /// Writes one event on `conn` (inside the caller's transaction, if any).
 pub(super) fn record(
-    conn: &Connection,
+    conn: &dyn Db,
     event: Event,
     origin: Origin<'_>,
     subject: Subject<'_>,

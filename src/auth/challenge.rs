@@ -16,7 +16,8 @@ use super::token::{Token, TokenHash};
 use super::{unix_now, Auth, AuthError, Client, Identity, NewSession};
 use crate::store::totp::{self as totp_store, Challenge, Factor};
 use crate::store::users::{self, User};
-use crate::store::{sessions, StoreError, TransactionBehavior};
+use crate::store::Db;
+use crate::store::{sessions, StoreError};
 
 /// How long the code page waits for its code.
 pub const CHALLENGE_SECS: i64 = 5 * 60;
@@ -113,7 +114,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 if let Some(hash) = &upgraded_hash {
                     let (id, version) = (challenge.user_id, challenge.credential_version);
                     users::upgrade_password_hash(&tx, id, version, hash)?;
@@ -140,7 +141,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 let Some(user) = users::find_by_id(&tx, user_id)? else {
                     return Ok(None);
                 };
@@ -227,7 +228,7 @@ impl Auth {
 
 /// Stores `challenge` under a new random token.
 fn issue(
-    conn: &rusqlite::Connection,
+    conn: &dyn Db,
     challenge: &Challenge,
 ) -> Result<Result<CodeChallenge, super::token::RandomError>, StoreError> {
     let token = match Token::generate() {
@@ -245,22 +246,14 @@ fn issue(
 /// one transaction. `None` when the challenge is unknown or dead, or when
 /// what it was made for is gone: the user disabled, deleted or with new
 /// credentials, the factor removed, the replaced session ended.
-fn take(
-    conn: &mut rusqlite::Connection,
-    hash: &[u8; 32],
-    now: i64,
-) -> Result<Option<Taken>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn take(conn: &dyn Db, hash: &[u8; 32], now: i64) -> Result<Option<Taken>, StoreError> {
+    let tx = crate::store::write(conn)?;
     let taken = take_in(&tx, hash, now)?;
     tx.commit()?;
     Ok(taken)
 }
 
-fn take_in(
-    tx: &rusqlite::Transaction<'_>,
-    hash: &[u8; 32],
-    now: i64,
-) -> Result<Option<Taken>, StoreError> {
+fn take_in(tx: &dyn Db, hash: &[u8; 32], now: i64) -> Result<Option<Taken>, StoreError> {
     let Some(challenge) = totp_store::take_challenge(tx, hash, now)? else {
         return Ok(None);
     };

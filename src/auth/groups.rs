@@ -6,13 +6,12 @@
 //! them. Like every [`Admin`] method, these block: call them from a thread
 //! that may block.
 
-use rusqlite::Connection;
+use crate::store::Db;
 
-use super::admin::{find_user, immediate, record, Admin, AdminError};
+use super::admin::{find_user, record, Admin, AdminError};
 use super::audit::{Event, Subject};
 use super::input::{GroupName, Username};
 use super::unix_now;
-use crate::store::db::Db;
 use crate::store::{groups, users, StoreError};
 
 /// A group as listed, with its member count.
@@ -49,28 +48,28 @@ impl Admin {
     /// Creates a group; [`AdminError::GroupExists`] when the name is taken
     /// in any case.
     pub fn add_group(&self, name: &GroupName) -> Result<(), AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         groups::insert(&tx, name.as_str(), name.folded(), unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::GroupExists(name.to_string()),
             other => other.into(),
         })?;
         let detail = format!("group {:?}", name.as_str());
         record(&tx, Event::GroupAdded, Subject::Nobody, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Deletes a group; its memberships go with it.
     pub fn remove_group(&self, name: &GroupName) -> Result<GroupRemoved, AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let group = find_group(&tx, name)?;
         let members = groups::delete(&tx, group.id)?
             .ok_or_else(|| AdminError::NoSuchGroup(name.to_string()))?;
         let detail = format!("group {:?}, {members} member(s)", group.name);
         record(&tx, Event::GroupRemoved, Subject::Nobody, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(GroupRemoved {
             name: group.name,
             members,
@@ -154,8 +153,8 @@ impl Admin {
         event: Event,
         change: impl FnOnce(&dyn Db, i64, i64) -> Result<bool, StoreError>,
     ) -> Result<(Membership, bool), AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let found = find_group(&tx, group)?;
         let user = find_user(&tx, username)?;
         let changed = change(&tx, found.id, user.id)?;
@@ -163,7 +162,7 @@ impl Admin {
             let detail = format!("group {:?}", found.name);
             let subject = Subject::Named(&user.username, username.folded());
             record(&tx, event, subject, &detail)?;
-            tx.commit().map_err(StoreError::from)?;
+            tx.commit()?;
         }
         let membership = Membership {
             group: found.name,
@@ -173,7 +172,7 @@ impl Admin {
     }
 }
 
-fn find_group(conn: &Connection, name: &GroupName) -> Result<groups::Group, AdminError> {
+fn find_group(conn: &dyn Db, name: &GroupName) -> Result<groups::Group, AdminError> {
     groups::find_by_folded_name(conn, name.folded())?
         .ok_or_else(|| AdminError::NoSuchGroup(name.to_string()))
 }

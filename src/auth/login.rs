@@ -1,8 +1,7 @@
 //! Logging in with a password: the limiter, the hash, and the new session.
 
+use crate::store::Db;
 use std::net::IpAddr;
-
-use rusqlite::Connection;
 
 use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
@@ -12,7 +11,7 @@ use super::{totp, unix_now, Amr, Auth, AuthError};
 use crate::store::sessions::{self, Inserted};
 use crate::store::totp as totp_store;
 use crate::store::users::{self, User};
-use crate::store::{StoreError, TransactionBehavior};
+use crate::store::StoreError;
 
 /// Tokens drawn for one login before giving up. A draw is refused only when
 /// its hash's first 64 bits are taken (odds 2^-64 per stored session), so
@@ -295,7 +294,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 let origin = Origin::Http(&requester);
                 let subject = match &account {
                     Some((name, folded)) => Subject::Named(name, folded),
@@ -409,14 +408,12 @@ struct Checked<'a> {
 /// and the session, only while the credentials are those the password was
 /// checked against. A change (or delete) that committed in between wins.
 fn create_session(
-    conn: &mut Connection,
+    conn: &dyn Db,
     checked: &Checked<'_>,
     session: sessions::NewSession<'_>,
     draw: impl FnMut() -> Result<Token, RandomError>,
 ) -> Result<NewSession, AuthError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StoreError::from)?;
+    let tx = crate::store::write(conn)?;
     // No change can commit between this check and the commit below: the
     // transaction holds the write lock from its start.
     if !users::may_log_in(&tx, session.user_id, checked.credential_version)? {
@@ -461,7 +458,7 @@ fn create_session(
         (Proof::RecoveryCode(_), Some(_)) => "step-up with a recovery code",
     };
     audit::record(&tx, Event::LoginOk, origin, user, detail)?;
-    tx.commit().map_err(StoreError::from)?;
+    tx.commit()?;
     Ok(created)
 }
 
@@ -479,7 +476,7 @@ fn log_failure(existing_user: Option<&str>, ip: IpAddr) {
 /// Stores `session` under a freshly drawn token, drawing again while the
 /// store reports the token's lookup key taken.
 fn insert_session(
-    conn: &Connection,
+    conn: &dyn Db,
     mut draw: impl FnMut() -> Result<Token, RandomError>,
     session: sessions::NewSession<'_>,
 ) -> Result<NewSession, AuthError> {

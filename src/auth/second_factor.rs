@@ -8,9 +8,9 @@
 //! raises the user's credential version in its transaction, so a login
 //! whose password check overlaps it makes no session (SPEC "Users").
 
-use rusqlite::Connection;
+use crate::store::Db;
 
-use super::admin::{find_user, immediate, Admin, AdminError, UserChange};
+use super::admin::{find_user, Admin, AdminError, UserChange};
 use super::audit::{self, Event, Origin, Requester, Subject};
 use super::input::{Password, Username};
 use super::limiter::Attempt;
@@ -18,7 +18,7 @@ use super::token::TokenHash;
 use super::totp::{self, Secret};
 use super::{unix_now, Auth, AuthError, Identity};
 use crate::store::totp as totp_store;
-use crate::store::{sessions, users, StoreError, TransactionBehavior};
+use crate::store::{sessions, users, StoreError};
 
 /// How long an enrollment may wait for its confirming code.
 const ENROLLMENT_SECS: i64 = 10 * 60;
@@ -134,7 +134,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 let now = unix_now();
                 let Some((secret, created_at)) = totp_store::pending(&tx, user_id)? else {
                     return Ok(Err(AuthError::NoEnrollment));
@@ -231,7 +231,7 @@ impl Auth {
         identity: &Identity,
         proof: OwnerProof<'_>,
         needs_factor: bool,
-        change: impl FnOnce(&Connection, i64) -> Result<(), StoreError> + Send + 'static,
+        change: impl FnOnce(&dyn Db, i64) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<(), AuthError> {
         let OwnerProof {
             password,
@@ -252,7 +252,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 if !use_proof(&tx, user_id, &owner)? {
                     return Ok(false);
                 }
@@ -358,7 +358,7 @@ impl Auth {
 
 /// Uses up the owner's code in the change's transaction; false when
 /// another request used it first (a replay).
-fn use_proof(conn: &Connection, user_id: i64, owner: &Owner) -> Result<bool, StoreError> {
+fn use_proof(conn: &dyn Db, user_id: i64, owner: &Owner) -> Result<bool, StoreError> {
     match owner {
         Owner::NoFactor => Ok(true),
         Owner::Code(Proof::Step(step)) => totp_store::use_step(conn, user_id, *step),
@@ -381,8 +381,8 @@ impl Admin {
     /// Removes a user's lost factor (and recovery codes) and ends their
     /// sessions: the next login asks for the password alone.
     pub fn reset_second_factor(&self, username: &Username) -> Result<UserChange, AdminError> {
-        let mut conn = self.store.connection()?;
-        let tx = immediate(&mut conn)?;
+        let conn = self.store.connection()?;
+        let tx = crate::store::write(&conn)?;
         let user = find_user(&tx, username)?;
         if !totp_store::remove(&tx, user.id)? {
             return Err(AdminError::NoSecondFactor(user.username));
@@ -392,7 +392,7 @@ impl Admin {
         let detail = format!("{sessions_ended} session(s) ended");
         let subject = Subject::Named(&user.username, username.folded());
         audit::record(&tx, Event::TotpReset, Origin::Cli, subject, &detail)?;
-        tx.commit().map_err(StoreError::from)?;
+        tx.commit()?;
         Ok(UserChange {
             username: user.username,
             sessions_ended,

@@ -10,7 +10,8 @@ use super::token::TokenHash;
 use super::{unix_now, Auth, AuthError};
 use crate::store::sessions::{self, TokenRow};
 use crate::store::totp as totp_store;
-use crate::store::{self, clients, users, StoreError, TransactionBehavior};
+use crate::store::Db;
+use crate::store::{self, clients, users, StoreError};
 
 /// A session as listed to its owner.
 pub use sessions::SessionRow;
@@ -177,7 +178,7 @@ impl Auth {
         self.inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 if let Some(user_id) = sessions::delete_by_token_hash(&tx, &hash.0)? {
                     let origin = Origin::Http(&requester);
                     audit::record(&tx, Event::Logout, origin, Subject::User(user_id), "")?;
@@ -203,7 +204,7 @@ impl Auth {
             .run(move |conn| {
                 // The check and the deletion in one transaction: a token
                 // revoked in between cannot end the other sessions.
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 let user_id = match sessions::find_by_token_hash(&tx, &hash.0)?
                     .map(|row| lifetimes.evaluate(row, unix_now()))
                 {
@@ -250,7 +251,7 @@ impl Auth {
             .inner
             .store
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = crate::store::write(conn)?;
                 if !sessions::delete_by_id(&tx, user_id, session_id)? {
                     return Ok(false);
                 }
@@ -291,7 +292,7 @@ impl Auth {
 
 /// True when `credentials` name a stored client and carry its secret.
 fn client_is_known(
-    conn: &rusqlite::Connection,
+    conn: &dyn Db,
     credentials: Option<&ClientCredentials>,
 ) -> Result<bool, StoreError> {
     let Some(credentials) = credentials else {

@@ -141,6 +141,13 @@ impl Row<'_> {
     }
 }
 
+/// The database engine behind a [`Db`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
 /// Where statements run: a connection, or a transaction on one.
 pub trait Db {
     /// Runs a statement; returns how many rows it changed.
@@ -153,6 +160,119 @@ pub trait Db {
         params: &[Value<'_>],
         each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Runs statements that take no parameters and answer nothing
+    /// (transaction control, schema changes).
+    fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
+    fn engine(&self) -> Engine;
+
+    /// The SQLite connection behind this `Db`, for the one read that is
+    /// each engine's own: the token check's (see `sessions::find_by_token_hash`).
+    fn sqlite(&self) -> Option<&Connection> {
+        None
+    }
+}
+
+/// A write transaction: every change in it lands together or not at all,
+/// and no other write interleaves with it (SQLite: `BEGIN IMMEDIATE`, the
+/// database's one write lock; PostgreSQL: a transaction-scoped advisory
+/// lock every writer takes first). Rolled back when dropped uncommitted.
+pub struct Tx<'d> {
+    db: &'d dyn Db,
+    open: bool,
+}
+
+/// The advisory lock key every PostgreSQL write transaction takes, so that
+/// writers serialize as they do on SQLite: "latchkey" in ASCII.
+pub const WRITE_LOCK: i64 = 0x6c61_7463_686b_6579;
+
+/// Begins a write transaction on `db`.
+pub fn write(db: &dyn Db) -> Result<Tx<'_>, StoreError> {
+    match db.engine() {
+        Engine::Sqlite => db.batch("BEGIN IMMEDIATE")?,
+        Engine::Postgres => {
+            db.batch("BEGIN")?;
+            let tx = Tx { db, open: true };
+            tx.db.query(
+                "SELECT pg_advisory_xact_lock(?1)",
+                &[Value::Int(WRITE_LOCK)],
+                &mut |_| Ok(()),
+            )?;
+            return Ok(tx);
+        }
+    }
+    Ok(Tx { db, open: true })
+}
+
+impl Tx<'_> {
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        match self.db.engine() {
+            // Through the statement cache: snapshots end here on the hot path.
+            Engine::Sqlite => self.db.execute("COMMIT", &[]).map(drop),
+            Engine::Postgres => self.db.batch("COMMIT"),
+        }
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Nothing more can be done about a failed rollback here: the
+            // connection is dropped from the pool's point of view when the
+            // engine reports it broken.
+            let _ = self.db.batch("ROLLBACK");
+        }
+    }
+}
+
+impl Db for Tx<'_> {
+    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
+        self.db.execute(sql, params)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.db.query(sql, params, each)
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.db.batch(sql)
+    }
+
+    fn engine(&self) -> Engine {
+        self.db.engine()
+    }
+
+    fn sqlite(&self) -> Option<&Connection> {
+        self.db.sqlite()
+    }
+}
+
+/// Runs several reads in one read-only transaction: they see one snapshot
+/// (and on SQLite the WAL read lock, two `fcntl` calls, is taken once
+/// instead of per statement). The transaction always ends, also when `f`
+/// fails or panics (then it is rolled back).
+pub fn snapshot<T>(
+    db: &dyn Db,
+    f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match db.engine() {
+        // Through the statement cache: this runs on the hot path.
+        Engine::Sqlite => {
+            db.execute("BEGIN", &[])?;
+        }
+        Engine::Postgres => db.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?,
+    }
+    let tx = Tx { db, open: true };
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 /// Reading answers: one row, maybe one, or all.
@@ -210,6 +330,18 @@ impl Db for Connection {
         Ok(stmt.execute(rusqlite::params_from_iter(params))?)
     }
 
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.execute_batch(sql)?)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn sqlite(&self) -> Option<&Connection> {
+        Some(self)
+    }
+
     fn query(
         &self,
         sql: &str,
@@ -231,6 +363,18 @@ impl Db for Transaction<'_> {
         Db::execute(&**self, sql, params)
     }
 
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        Db::batch(&**self, sql)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn sqlite(&self) -> Option<&Connection> {
+        Some(self)
+    }
+
     fn query(
         &self,
         sql: &str,
@@ -245,6 +389,18 @@ impl Db for Transaction<'_> {
 impl Db for PooledConnection {
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
         Db::execute(&**self, sql, params)
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        Db::batch(&**self, sql)
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn sqlite(&self) -> Option<&Connection> {
+        Some(self)
     }
 
     fn query(

@@ -34,8 +34,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Semaphore;
 
+pub use db::{snapshot, write, Db, DbExt, Tx};
 pub use reader::ReaderCloser;
-pub use rusqlite::{Transaction, TransactionBehavior};
 
 use reader::Readers;
 
@@ -157,7 +157,7 @@ impl Store {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         let permit =
             tokio::time::timeout(CHECKOUT_TIMEOUT, Arc::clone(&self.permits).acquire_owned())
@@ -169,8 +169,8 @@ impl Store {
         // tying store/ to actix-web.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut conn = pool.get()?; // free by now, unless the CLI holds one
-            f(&mut conn)
+            let conn = pool.get()?; // free by now, unless the CLI holds one
+            f(&conn)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -187,7 +187,7 @@ impl Store {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         match self.read_now(&f) {
             Ok(value) => Ok(value),
@@ -218,9 +218,9 @@ impl Store {
     /// ([`reader::Readers::read_now`]).
     fn read_now<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.reader.read_now(f)
+        self.reader.read_now(|conn| f(conn))
     }
 
     /// For each HTTP worker to hold: closes that worker's inline reader
@@ -293,36 +293,9 @@ fn make_private(path: &Path) {
     }
 }
 
-/// Runs several reads in one read transaction: they see one snapshot, and the
-/// WAL read lock (two `fcntl` calls) is taken once instead of per statement.
-///
-/// The transaction always ends, also when `f` fails or panics (then it is
-/// rolled back); [`Store::read_now`] drops a connection left in one anyway.
-pub fn snapshot<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    /// Rolls back on the way out unless the transaction was committed.
-    struct Open<'c>(&'c Connection);
-    impl Drop for Open<'_> {
-        fn drop(&mut self) {
-            if !self.0.is_autocommit() {
-                let _ = self.0.execute_batch("ROLLBACK");
-            }
-        }
-    }
-    conn.prepare_cached("BEGIN")?.execute([])?;
-    let open = Open(conn);
-    let value = f(conn)?;
-    conn.prepare_cached("COMMIT")?.execute([])?;
-    drop(open);
-    Ok(value)
-}
-
 /// Runs a trivial query: succeeds when the database file answers.
-pub fn ping(conn: &Connection) -> Result<(), StoreError> {
-    conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
-    Ok(())
+pub fn ping(db: &dyn Db) -> Result<(), StoreError> {
+    db.one("SELECT 1", &[], |_| Ok(()))
 }
 
 /// Settings every connection gets: WAL, a busy timeout, foreign keys, and
@@ -388,16 +361,21 @@ pub(crate) fn test_user(conn: &Connection, name: &str) -> i64 {
 mod tests {
     use super::*;
 
+    /// The SQLite connection behind a test's `Db`.
+    fn sql(db: &dyn Db) -> &Connection {
+        db.sqlite().expect("an SQLite store")
+    }
+
     #[test]
     fn an_inline_read_sees_every_commit_made_before_it() {
         let (_dir, store) = test_store();
         let writer = store.connection().unwrap();
         for i in 0..20_i64 {
             writer
-                .execute(&format!("PRAGMA user_version = {}", 100 + i), [])
+                .execute_batch(&format!("PRAGMA user_version = {}", 100 + i))
                 .unwrap();
             let seen: i64 = store
-                .read_now(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+                .read_now(|conn| Ok(sql(conn).query_row("PRAGMA user_version", [], |r| r.get(0))?))
                 .unwrap();
             assert_eq!(seen, 100 + i);
         }
@@ -407,16 +385,16 @@ mod tests {
     async fn a_read_the_inline_connection_cannot_answer_goes_through_the_pool_and_is_counted() {
         let (_dir, store) = test_store();
         // Only the read-only inline connection refuses: the pooled one answers.
-        let read = |conn: &Connection| {
-            if conn.is_readonly(rusqlite::MAIN_DB)? {
+        let read = |conn: &dyn Db| {
+            if sql(conn).is_readonly(rusqlite::MAIN_DB)? {
                 return Err(StoreError::Task("inline refused".to_owned()));
             }
-            Ok(conn.query_row("SELECT 7", [], |r| r.get::<_, i64>(0))?)
+            conn.one("SELECT 7", &[], |r| r.int(0))
         };
         assert_eq!(store.read(read).await.unwrap(), 7);
         assert_eq!(store.inline_fallbacks(), 1);
         // A read the inline connection answers is not counted.
-        let inline = |conn: &Connection| Ok(conn.is_readonly(rusqlite::MAIN_DB)?);
+        let inline = |conn: &dyn Db| Ok(sql(conn).is_readonly(rusqlite::MAIN_DB)?);
         assert!(store.read(inline).await.unwrap());
         assert_eq!(store.inline_fallbacks(), 1);
     }
@@ -425,12 +403,12 @@ mod tests {
     fn an_inline_read_never_waits_for_a_lock_and_cannot_write() {
         let (_dir, store) = test_store();
         let busy_timeout_ms: i64 = store
-            .read_now(|conn| Ok(conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?))
+            .read_now(|conn| Ok(sql(conn).query_row("PRAGMA busy_timeout", [], |r| r.get(0))?))
             .unwrap();
         // A lock conflict comes back at once as SQLITE_BUSY; pooled
         // connections would wait up to BUSY_TIMEOUT.
         assert_eq!(busy_timeout_ms, 0);
-        let write = store.read_now(|conn| Ok(conn.execute("DELETE FROM clients", [])?));
+        let write = store.read_now(|conn| conn.execute("DELETE FROM clients", &[]));
         assert!(write.is_err(), "the inline connection wrote");
     }
 
@@ -438,8 +416,8 @@ mod tests {
     fn a_snapshot_always_ends_so_the_next_read_sees_new_commits() {
         let (_dir, store) = test_store();
         let writer = store.connection().unwrap();
-        let version = |conn: &Connection| -> Result<i64, StoreError> {
-            Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        let version = |conn: &dyn Db| -> Result<i64, StoreError> {
+            conn.one("PRAGMA user_version", &[], |r| r.int(0))
         };
         // A snapshot that fails half-way is rolled back, not left open.
         let failed = store.read_now(|conn| {
@@ -449,17 +427,19 @@ mod tests {
             })
         });
         assert!(failed.is_err());
-        assert!(store.read_now(|conn| Ok(conn.is_autocommit())).unwrap());
-        writer.execute("PRAGMA user_version = 7", []).unwrap();
+        assert!(store
+            .read_now(|conn| Ok(sql(conn).is_autocommit()))
+            .unwrap());
+        writer.execute_batch("PRAGMA user_version = 7").unwrap();
         let both = store
             .read_now(|conn| snapshot(conn, |conn| Ok((version(conn)?, version(conn)?))))
             .unwrap();
         assert_eq!(both, (7, 7));
         // A reader left inside a transaction is replaced, never reused.
         store
-            .read_now(|conn| Ok(conn.execute_batch("BEGIN; SELECT count(*) FROM users;")?))
+            .read_now(|conn| conn.batch("BEGIN; SELECT count(*) FROM users;"))
             .unwrap();
-        writer.execute("PRAGMA user_version = 8", []).unwrap();
+        writer.execute_batch("PRAGMA user_version = 8").unwrap();
         assert_eq!(store.read_now(version).unwrap(), 8);
     }
 }

@@ -145,6 +145,7 @@ fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::db::DbExt;
     use std::sync::mpsc;
 
     use super::super::{test_store, test_user, Store};
@@ -162,7 +163,7 @@ mod tests {
         let (exit, exit_rx) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let users: i64 = store
-                .read_now(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?))
+                .read_now(|c| c.one("SELECT count(*) FROM users", &[], |r| r.int(0)))
                 .unwrap();
             assert_eq!(users, 1);
             drop(store);

@@ -4,7 +4,7 @@
 //! Whether a row is still valid is decided in `auth`; these functions only
 //! read and write rows.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 use super::db::{params, Db, DbExt, Row};
 use super::StoreError;
@@ -108,23 +108,24 @@ pub fn insert(
 /// statement, so one snapshot, and one primary-key probe per table (the
 /// groups are a range of the memberships key; none costs one probe).
 pub fn find_by_token_hash(
-    conn: &Connection,
+    db: &dyn Db,
     token_hash: &[u8; 32],
 ) -> Result<Option<TokenRow>, StoreError> {
     // The names come sorted and joined by commas, which no group name may
     // hold, in a column that triggers keep (schema.sql): a subquery that
     // sorted memberships here cost more than the rest of the lookup.
-    Ok(conn
-        .prepare_cached(
-            "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
-                    u.id, u.username, u.email, u.display_name, u.disabled, u.created_at,
-                    u.group_names, s.amr
-             FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-             WHERE s.lookup_key = ?1 AND s.token_hash = ?2",
-        )?
-        .query_row(
-            rusqlite::params![lookup_key(token_hash), &token_hash[..]],
-            |r| {
+    const SQL: &str = "SELECT s.id, s.created_at, s.expires_at, s.max_expires_at,
+                u.id, u.username, u.email, u.display_name, u.disabled, u.created_at,
+                u.group_names, s.amr
+         FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+         WHERE s.lookup_key = ?1 AND s.token_hash = ?2";
+    let key = lookup_key(token_hash);
+    // SQLite's own path: rusqlite's row, read in place, is what the inline
+    // reader's speed is measured on (docs/benchmarks.md).
+    if let Some(conn) = db.sqlite() {
+        return Ok(conn
+            .prepare_cached(SQL)?
+            .query_row(rusqlite::params![key, &token_hash[..]], |r| {
                 Ok(TokenRow {
                     session_id: r.get(0)?,
                     created_at: r.get(1)?,
@@ -139,9 +140,25 @@ pub fn find_by_token_hash(
                     groups: split_groups(r.get_ref(10)?.as_str()?),
                     amr: r.get(11)?,
                 })
-            },
-        )
-        .optional()?)
+            })
+            .optional()?);
+    }
+    db.row(SQL, params![key, token_hash], |r| {
+        Ok(TokenRow {
+            session_id: r.int(0)?,
+            created_at: r.int(1)?,
+            expires_at: r.int(2)?,
+            max_expires_at: r.int(3)?,
+            user_id: r.int(4)?,
+            username: r.text(5)?,
+            email: r.opt_text(6)?,
+            display_name: r.opt_text(7)?,
+            user_disabled: r.flag(8)?,
+            user_created_at: r.int(9)?,
+            groups: split_groups(&r.text(10)?),
+            amr: r.int(11)?,
+        })
+    })
 }
 
 /// The group names of `users.group_names`; empty is none.
@@ -270,6 +287,7 @@ fn session_row(r: &Row<'_>) -> Result<SessionRow, StoreError> {
 mod tests {
     use super::*;
     use crate::store::{groups, test_store, test_user};
+    use rusqlite::Connection;
 
     fn setup(conn: &Connection) -> i64 {
         test_user(conn, "alice")

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::db::DbExt;
 use crate::store::{test_store, test_user};
 
 fn fields(user_id: i64) -> sessions::NewSession<'static> {
@@ -18,7 +19,7 @@ fn requester() -> Requester {
 }
 
 /// `event username ip` of every audit row, oldest first.
-fn audit_events(conn: &Connection) -> Vec<String> {
+fn audit_events(conn: &dyn Db) -> Vec<String> {
     let filter = crate::store::audit::Filter::default();
     crate::store::audit::page(conn, &filter, 0, 100)
         .unwrap()
@@ -30,15 +31,15 @@ fn audit_events(conn: &Connection) -> Vec<String> {
         .collect()
 }
 
-fn session_count(conn: &Connection) -> i64 {
-    conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+fn session_count(conn: &dyn Db) -> i64 {
+    conn.one("SELECT count(*) FROM sessions", &[], |r| r.int(0))
         .unwrap()
 }
 
 #[test]
 fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
     let (_dir, store) = test_store();
-    let mut conn = store.connection().unwrap();
+    let conn = store.connection().unwrap();
     let alice = test_user(&conn, "alice");
     let read = users::find_by_id(&conn, alice).unwrap().unwrap();
     let checked = Checked {
@@ -48,7 +49,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
         proof: Proof::PasswordOnly,
         replaces_session: None,
     };
-    let created = create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
+    let created = create_session(&conn, &checked, fields(alice), Token::generate).unwrap();
     assert!(sessions::find_by_token_hash(&conn, &created.token.hash().0)
         .unwrap()
         .is_some());
@@ -56,7 +57,7 @@ fn a_login_with_unchanged_credentials_stores_its_session_and_upgrade() {
     assert_eq!(user.password_hash, "$argon2id$upgraded");
     // The upgrade is no change: a second login that read before it still lands.
     assert_eq!(user.credential_version, read.credential_version);
-    create_session(&mut conn, &checked, fields(alice), Token::generate).unwrap();
+    create_session(&conn, &checked, fields(alice), Token::generate).unwrap();
     assert_eq!(session_count(&conn), 2);
     // Each with its audit row, written in the same transaction.
     assert_eq!(
@@ -78,7 +79,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
     ];
     for (name, change) in changes {
         let (_dir, store) = test_store();
-        let mut conn = store.connection().unwrap();
+        let conn = store.connection().unwrap();
         let alice = test_user(&conn, "alice");
         // The login reads the user, then the change commits during its check.
         let read = users::find_by_id(&conn, alice).unwrap().unwrap();
@@ -90,7 +91,7 @@ fn a_credential_change_after_the_check_leaves_no_session_and_no_upgrade() {
             proof: Proof::PasswordOnly,
             replaces_session: None,
         };
-        let result = create_session(&mut conn, &checked, fields(alice), Token::generate);
+        let result = create_session(&conn, &checked, fields(alice), Token::generate);
         assert!(
             matches!(result, Err(AuthError::CredentialsChanged)),
             "{name}: {:?}",
