@@ -73,8 +73,8 @@ pub fn build(config: &Config, listener: TcpListener) -> Result<App, StartError> 
         ),
         None => None,
     };
-    let store = Store::open(&config.database.path, config.database.pool_size)?;
-    if !clients::any_exist(&*store.connection()?)? {
+    let store = Store::open_config(&config.database)?;
+    if !clients::any_exist(&store.conn()?)? {
         tracing::warn!(
             "no introspection clients exist: POST /introspect is open to anyone who can reach it. \
              Add one with `latchkey client add <id>`."

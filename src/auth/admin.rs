@@ -110,7 +110,7 @@ impl Admin {
     /// Creates user `admin` with a random password when there are no users
     /// at all; returns that password, to be shown once.
     pub fn create_initial_admin(&self) -> Result<Option<Token>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         if users::count(&tx)? > 0 {
             return Ok(None);
@@ -128,7 +128,7 @@ impl Admin {
     /// Fails with [`AdminError::UserExists`] when the name is taken (in any
     /// case): lets a caller refuse before asking for a password.
     pub fn ensure_name_free(&self, username: &Username) -> Result<(), AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         match users::find_by_folded_name(&conn, username.folded())? {
             Some(_) => Err(AdminError::UserExists(username.to_string())),
             None => Ok(()),
@@ -138,14 +138,14 @@ impl Admin {
     /// Fails with [`AdminError::NoSuchUser`] unless the user exists: lets a
     /// caller refuse before asking for a password.
     pub fn ensure_user_exists(&self, username: &Username) -> Result<(), AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         find_user(&conn, username).map(drop)
     }
 
     /// Creates a user; returns the new id.
     pub fn add_user(&self, user: &NewUser) -> Result<i64, AdminError> {
         let hash = self.hash(user.password.expose())?;
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let id = insert_user(
             &tx,
@@ -207,7 +207,7 @@ impl Admin {
 
     /// Every user with their groups, by id.
     pub fn users(&self) -> Result<Vec<UserInfo>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         // One snapshot: a user deleted in between is not listed with groups
         // from before.
         let (users, mut groups, enrolled) = store::snapshot(&conn, |conn| {
@@ -234,7 +234,7 @@ impl Admin {
 
     /// Valid sessions, newest first; of one user, or of everyone.
     pub fn sessions(&self, username: Option<&Username>) -> Result<Vec<SessionRow>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let user_id = match username {
             Some(name) => Some(find_user(&conn, name)?.id),
             None => None,
@@ -253,7 +253,7 @@ impl Admin {
 
     /// Deletes expired sessions now; returns how many.
     pub fn purge_sessions(&self) -> Result<usize, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let purged = sessions::purge_expired(&tx, unix_now())?;
         let detail = format!("{purged} expired session(s) deleted");
@@ -266,7 +266,7 @@ impl Admin {
     /// shown once; only its hash is stored.
     pub fn add_client(&self, id: &ClientId) -> Result<Token, AdminError> {
         let secret = Token::generate()?;
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         clients::insert(&tx, id.as_str(), &secret.hash().0, unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::ClientExists(id.to_string()),
@@ -280,7 +280,7 @@ impl Admin {
 
     /// Every introspection client, by id.
     pub fn clients(&self) -> Result<Vec<Client>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         Ok(clients::list(&conn)?)
     }
 
@@ -288,7 +288,7 @@ impl Admin {
     /// to remove the last one unless `force`, since `/introspect` then
     /// answers anyone. Returns true when no client is left.
     pub fn remove_client(&self, id: &str, force: bool) -> Result<bool, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         // One immediate transaction: two removals at once cannot each see
         // the other's client left and together empty the table.
         let tx = crate::store::write(&conn)?;
@@ -315,6 +315,7 @@ impl Admin {
         // The name of the private staging directory beside `dest`: from the
         // CSPRNG, so nobody can plant a file or link under it beforehand.
         let nonce = Token::generate()?;
+        // SQLite's online backup; PostgreSQL has pg_dump for this.
         let conn = self.store.connection()?;
         Ok(backup::backup_to(&conn, dest, nonce.expose())?)
     }
@@ -328,7 +329,7 @@ impl Admin {
         event: Event,
         change: impl FnOnce(&dyn Db, i64) -> Result<usize, StoreError>,
     ) -> Result<UserChange, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let user = find_user(&tx, username)?;
         let sessions_ended = change(&tx, user.id)?;

@@ -192,7 +192,7 @@ pub struct AuditListing<'a> {
 impl AuditListing<'_> {
     /// The next events; empty at the end.
     pub fn next_page(&mut self) -> Result<Vec<Entry>, AdminError> {
-        let conn = self.admin.store.connection()?;
+        let conn = self.admin.store.conn()?;
         let after = match self.after {
             Some(after) => after,
             None => match self.filter.since {

@@ -48,7 +48,7 @@ impl Admin {
     /// Creates a group; [`AdminError::GroupExists`] when the name is taken
     /// in any case.
     pub fn add_group(&self, name: &GroupName) -> Result<(), AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         groups::insert(&tx, name.as_str(), name.folded(), unix_now()).map_err(|e| match e {
             StoreError::Conflict => AdminError::GroupExists(name.to_string()),
@@ -62,7 +62,7 @@ impl Admin {
 
     /// Deletes a group; its memberships go with it.
     pub fn remove_group(&self, name: &GroupName) -> Result<GroupRemoved, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let group = find_group(&tx, name)?;
         let members = groups::delete(&tx, group.id)?
@@ -78,7 +78,7 @@ impl Admin {
 
     /// A user's groups (what `latchkey access check --user` judges with).
     pub fn user_groups(&self, username: &Username) -> Result<UserGroups, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         // One snapshot: the user and their memberships as of one moment.
         let found = crate::store::snapshot(&conn, |conn| {
             let Some(user) = users::find_by_folded_name(conn, username.folded())? else {
@@ -97,13 +97,13 @@ impl Admin {
 
     /// Every group with its member count, sorted case-insensitively.
     pub fn groups(&self) -> Result<Vec<GroupRow>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         Ok(groups::list(&conn)?)
     }
 
     /// The users in a group, sorted case-insensitively by username.
     pub fn group_members(&self, name: &GroupName) -> Result<Vec<Member>, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let group = find_group(&conn, name)?;
         Ok(groups::members(&conn, group.id)?)
     }
@@ -153,7 +153,7 @@ impl Admin {
         event: Event,
         change: impl FnOnce(&dyn Db, i64, i64) -> Result<bool, StoreError>,
     ) -> Result<(Membership, bool), AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let found = find_group(&tx, group)?;
         let user = find_user(&tx, username)?;

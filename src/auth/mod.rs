@@ -85,7 +85,9 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             // An exhausted connection pool is load, not a fault: answer 503.
-            StoreError::Busy(_) | StoreError::Saturated => AuthError::Busy,
+            StoreError::Busy(_) | StoreError::Saturated | StoreError::Unavailable(_) => {
+                AuthError::Busy
+            }
             other => AuthError::Store(other),
         }
     }

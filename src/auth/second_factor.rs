@@ -381,7 +381,7 @@ impl Admin {
     /// Removes a user's lost factor (and recovery codes) and ends their
     /// sessions: the next login asks for the password alone.
     pub fn reset_second_factor(&self, username: &Username) -> Result<UserChange, AdminError> {
-        let conn = self.store.connection()?;
+        let conn = self.store.conn()?;
         let tx = crate::store::write(&conn)?;
         let user = find_user(&tx, username)?;
         if !totp_store::remove(&tx, user.id)? {

@@ -253,7 +253,11 @@ pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
 /// The admin use cases over the configured database (created and migrated
 /// as needed). One connection: the CLI does one thing at a time.
 fn open_admin(config: &Config) -> anyhow::Result<Admin> {
-    let store = Store::open(&config.database.path, 1)?;
+    let database = crate::config::DatabaseConfig {
+        pool_size: 1,
+        ..config.database.clone()
+    };
+    let store = Store::open_config(&database)?;
     Ok(Admin::new(store, &config.password)?)
 }
 

@@ -11,9 +11,8 @@ use super::{Config, DomainPattern, RuleConfig, SubjectPattern};
 
 /// Every setting, in `config.toml` order, as (`section.key`, TOML value).
 ///
-/// Secrets would be redacted here. There are none in the config today; a
-/// key that holds one (say a future `database.url` with a password in it)
-/// must show `"<redacted>"` (or the URL without its password), never the value.
+/// Secrets are redacted here: `database.url` is shown without its
+/// password. A key that holds a secret must never show its value.
 pub fn effective_settings(config: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut put = |key: &str, value: String| out.push((key.to_owned(), value));
@@ -27,6 +26,12 @@ pub fn effective_settings(config: &Config) -> Vec<(String, String)> {
     put("server.shutdown_timeout", duration(s.shutdown_timeout));
     let d = &config.database;
     put("database.path", quote(&d.path.to_string_lossy()));
+    let url = if d.url.is_empty() {
+        String::new()
+    } else {
+        crate::store::pg::redacted(&d.url)
+    };
+    put("database.url", quote(&url));
     put("database.pool_size", d.pool_size.to_string());
     let s = &config.session;
     put("session.idle_timeout", duration(s.idle_timeout));

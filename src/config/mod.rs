@@ -61,11 +61,14 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// `[database]`: the SQLite file and the size of its connection pool.
+/// `[database]`: the SQLite file (or a PostgreSQL URL, which wins) and
+/// the size of the connection pool.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub path: PathBuf,
+    /// `postgres://user:password@host:port/database`; empty for SQLite.
+    pub url: String,
     pub pool_size: u32,
 }
 
@@ -148,6 +151,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             path: PathBuf::from("latchkey.db"),
+            url: String::new(),
             pool_size: 8,
         }
     }
@@ -241,6 +245,14 @@ impl Config {
         };
         if self.database.path.as_os_str().is_empty() {
             return bad("database.path", "must not be empty");
+        }
+        let url = &self.database.url;
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !url.is_empty() && !postgres {
+            return bad(
+                "database.url",
+                "must be a postgres:// URL, or empty for the SQLite file at database.path",
+            );
         }
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");

@@ -98,22 +98,23 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 /// A row of a query's answer, read by column index.
-pub struct Row<'a>(RowInner<'a>);
+pub struct Row<'a>(pub(super) RowInner<'a>);
 
-enum RowInner<'a> {
+pub(super) enum RowInner<'a> {
     Sqlite(&'a rusqlite::Row<'a>),
+    Postgres(&'a postgres::Row),
 }
 
 impl Row<'_> {
     pub fn int(&self, i: usize) -> Result<i64, StoreError> {
-        match &self.0 {
-            RowInner::Sqlite(row) => Ok(row.get(i)?),
-        }
+        self.opt_int(i)?
+            .ok_or_else(|| StoreError::Task(format!("column {i} is NULL")))
     }
 
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         match &self.0 {
             RowInner::Sqlite(row) => Ok(row.get(i)?),
+            RowInner::Postgres(row) => super::pg::int(row, i),
         }
     }
 
@@ -125,18 +126,21 @@ impl Row<'_> {
     pub fn text(&self, i: usize) -> Result<String, StoreError> {
         match &self.0 {
             RowInner::Sqlite(row) => Ok(row.get(i)?),
+            RowInner::Postgres(row) => Ok(row.try_get(i)?),
         }
     }
 
     pub fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
         match &self.0 {
             RowInner::Sqlite(row) => Ok(row.get(i)?),
+            RowInner::Postgres(row) => Ok(row.try_get(i)?),
         }
     }
 
     pub fn blob(&self, i: usize) -> Result<Vec<u8>, StoreError> {
         match &self.0 {
             RowInner::Sqlite(row) => Ok(row.get(i)?),
+            RowInner::Postgres(row) => Ok(row.try_get(i)?),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod db;
 pub mod files;
 pub mod groups;
 pub mod migrate;
+pub mod pg;
 mod reader;
 pub mod sessions;
 pub mod totp;
@@ -34,7 +35,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Semaphore;
 
-pub use db::{snapshot, write, Db, DbExt, Tx};
+pub use db::{snapshot, write, Db, DbExt, Engine, Tx};
 pub use reader::ReaderCloser;
 
 use reader::Readers;
@@ -74,8 +75,36 @@ pub enum StoreError {
     Conflict,
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(postgres::Error),
+    /// The database server cannot be reached (restarting, down, full):
+    /// answered 503 until it is back.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(postgres::Error),
     #[error("database task failed: {0}")]
     Task(String),
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let constraint = e.code().is_some_and(|code| {
+            [
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::CHECK_VIOLATION,
+                SqlState::FOREIGN_KEY_VIOLATION,
+                SqlState::NOT_NULL_VIOLATION,
+            ]
+            .contains(code)
+        });
+        if constraint {
+            StoreError::Conflict
+        } else if pg::unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Postgres(e)
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -87,12 +116,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The database: a pool of configured connections to one SQLite file.
+/// The database: a pool of configured connections to one SQLite file, or
+/// to one PostgreSQL database (chosen once, at [`Store::open_config`]).
 #[derive(Clone)]
 pub struct Store {
-    pool: r2d2::Pool<SqliteConnectionManager>,
-    /// The file, for the per-thread read connections of [`Store::read_now`].
-    reader: Arc<Readers>,
+    backend: Backend,
     /// One permit per pooled connection. Async callers wait for a permit,
     /// not for a connection on a blocking thread: under load, waiting costs
     /// a parked task instead of one more blocking thread (tokio would start
@@ -102,7 +130,73 @@ pub struct Store {
     inline_fallbacks: Arc<AtomicU64>,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        pool: r2d2::Pool<SqliteConnectionManager>,
+        /// The file, for the per-thread read connections of [`Store::read_now`].
+        reader: Arc<Readers>,
+    },
+    Postgres {
+        pool: r2d2::Pool<pg::PgManager>,
+    },
+}
+
+/// A connection for synchronous callers (the administrator's use cases):
+/// whichever engine the store is on, as a [`Db`].
+pub enum Conn {
+    Sqlite(PooledConnection),
+    /// Boxed: it is twice the size of SQLite's.
+    Postgres(Box<r2d2::PooledConnection<pg::PgManager>>),
+}
+
+impl Conn {
+    fn db(&self) -> &dyn Db {
+        match self {
+            Conn::Sqlite(conn) => conn,
+            Conn::Postgres(conn) => &***conn,
+        }
+    }
+}
+
+impl Db for Conn {
+    fn execute(&self, sql: &str, params: &[db::Value<'_>]) -> Result<usize, StoreError> {
+        self.db().execute(sql, params)
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[db::Value<'_>],
+        each: &mut dyn FnMut(&db::Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.db().query(sql, params, each)
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.db().batch(sql)
+    }
+
+    fn engine(&self) -> db::Engine {
+        self.db().engine()
+    }
+
+    fn sqlite(&self) -> Option<&Connection> {
+        self.db().sqlite()
+    }
+}
+
 impl Store {
+    /// Opens the database `config` names: PostgreSQL when `database.url` is
+    /// set, else the SQLite file at `database.path`.
+    pub fn open_config(config: &crate::config::DatabaseConfig) -> Result<Store, StoreError> {
+        if config.url.is_empty() {
+            Store::open(&config.path, config.pool_size)
+        } else {
+            Store::open_postgres(&config.url, config.pool_size)
+        }
+    }
+
     /// Opens (creating if needed) and migrates the database at `path`.
     ///
     /// Fails with a message naming the file when the directory is missing or
@@ -145,15 +239,52 @@ impl Store {
                 message: e.to_string(),
             })?;
         Ok(Store {
-            pool,
-            reader: Readers::new(path),
+            backend: Backend::Sqlite {
+                pool,
+                reader: Readers::new(path),
+            },
             permits: Arc::new(Semaphore::new(pool_size as usize)),
             inline_fallbacks: Arc::new(AtomicU64::new(0)),
         })
     }
 
+    /// Connects to and migrates the PostgreSQL database at `url`.
+    pub fn open_postgres(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        let manager = pg::PgManager::new(url)?;
+        let open_error = |message: String| StoreError::Open {
+            path: pg::redacted(url).into(),
+            message,
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            // A connection the server closed (a restart) is found broken
+            // when it is returned; a checkout test would cost a round trip
+            // on every request.
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(|e| open_error(e.to_string()))?;
+        let first = pool.get().map_err(|e| open_error(e.to_string()))?;
+        pg::migrate(&first, url, migrate::SCHEMA_VERSION)?;
+        drop(first);
+        Ok(Store {
+            backend: Backend::Postgres { pool },
+            permits: Arc::new(Semaphore::new(pool_size as usize)),
+            inline_fallbacks: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Which engine the store is on.
+    pub fn engine(&self) -> db::Engine {
+        match self.backend {
+            Backend::Sqlite { .. } => db::Engine::Sqlite,
+            Backend::Postgres { .. } => db::Engine::Postgres,
+        }
+    }
+
     /// Runs `f` with a pooled connection on a blocking thread: the one bridge
-    /// from async code to SQLite.
+    /// from async code to the database.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -164,13 +295,17 @@ impl Store {
                 .await
                 .map_err(|_| StoreError::Saturated)?
                 .map_err(|_| StoreError::Saturated)?;
-        let pool = self.pool.clone();
+        let backend = self.backend.clone();
         // tokio's blocking pool (the one actix's web::block uses), without
-        // tying store/ to actix-web.
+        // tying store/ to actix-web. The PostgreSQL client must run there:
+        // it drives a runtime of its own, which panics on an async worker.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = pool.get()?; // free by now, unless the CLI holds one
-            f(&conn)
+            // Free by now, unless the CLI holds one.
+            match backend {
+                Backend::Sqlite { pool, .. } => f(&pool.get()?),
+                Backend::Postgres { pool } => f(&*pool.get()?),
+            }
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
@@ -189,6 +324,10 @@ impl Store {
         T: Send + 'static,
         F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
+        if let Backend::Postgres { .. } = self.backend {
+            // A round trip either way: no inline path to try first.
+            return self.run(move |db| f(db)).await;
+        }
         match self.read_now(&f) {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -209,6 +348,15 @@ impl Store {
         }
     }
 
+    /// The SQLite file's inline readers (tests count them).
+    #[cfg(test)]
+    fn readers(&self) -> &Readers {
+        match &self.backend {
+            Backend::Sqlite { reader, .. } => reader,
+            Backend::Postgres { .. } => panic!("not an SQLite store"),
+        }
+    }
+
     /// How many reads [`Store::read`] has sent to the pool since the start.
     pub fn inline_fallbacks(&self) -> u64 {
         self.inline_fallbacks.load(Ordering::Relaxed)
@@ -220,18 +368,39 @@ impl Store {
         &self,
         f: impl FnOnce(&dyn Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.reader.read_now(|conn| f(conn))
+        match &self.backend {
+            Backend::Sqlite { reader, .. } => reader.read_now(|conn| f(conn)),
+            Backend::Postgres { .. } => Err(StoreError::Task("no inline reads".to_owned())),
+        }
     }
 
     /// For each HTTP worker to hold: closes that worker's inline reader
     /// when the worker drops it ([`ReaderCloser`]).
     pub fn reader_closer(&self) -> ReaderCloser {
-        ReaderCloser(Arc::clone(&self.reader))
+        match &self.backend {
+            Backend::Sqlite { reader, .. } => ReaderCloser(Some(Arc::clone(reader))),
+            Backend::Postgres { .. } => ReaderCloser(None),
+        }
     }
 
-    /// A pooled connection for synchronous callers (the CLI); blocks until free.
+    /// A pooled connection for synchronous callers (the administrator's use
+    /// cases, the CLI); blocks until one is free.
+    pub fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite { pool, .. } => Conn::Sqlite(pool.get()?),
+            Backend::Postgres { pool } => Conn::Postgres(Box::new(pool.get()?)),
+        })
+    }
+
+    /// A pooled SQLite connection, for what only SQLite has (backups, the
+    /// tests' fixtures); an error on PostgreSQL.
     pub fn connection(&self) -> Result<PooledConnection, StoreError> {
-        Ok(self.pool.get()?)
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => Ok(pool.get()?),
+            Backend::Postgres { .. } => Err(StoreError::Task(
+                "this needs the SQLite database; the store is on PostgreSQL".to_owned(),
+            )),
+        }
     }
 
     /// Closes the database at shutdown, leaving the file whole and alone.
@@ -247,17 +416,32 @@ impl Store {
     pub async fn close(self, wait: Duration) -> Result<bool, StoreError> {
         // Each clone of the store holds `permits`, and so does each `run`
         // in flight (its permit), whether or not its caller still waits.
-        let alone =
-            |store: &Store| Arc::strong_count(&store.permits) == 1 && store.reader.open() == 0;
+        let alone = |store: &Store| {
+            Arc::strong_count(&store.permits) == 1
+                && match &store.backend {
+                    Backend::Sqlite { reader, .. } => reader.open() == 0,
+                    Backend::Postgres { .. } => true,
+                }
+        };
         let deadline = tokio::time::Instant::now() + wait;
         while !alone(&self) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let was_alone = alone(&self);
+        let Backend::Sqlite { reader, .. } = &self.backend else {
+            // Nothing of PostgreSQL's lives in a file here: closing the
+            // pool's connections is all (on a blocking thread: the client
+            // drives a runtime of its own).
+            tokio::task::spawn_blocking(move || drop(self))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+            return Ok(was_alone);
+        };
+        let path = reader.path().to_owned();
         tokio::task::spawn_blocking(move || {
             // Not a pooled one: taking one would have r2d2 open a
             // replacement on its own thread, which could outlive us.
-            let last = Connection::open(self.reader.path())?;
+            let last = Connection::open(&path)?;
             last.busy_timeout(BUSY_TIMEOUT)?;
             last.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             drop(self);

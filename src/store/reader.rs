@@ -114,14 +114,17 @@ impl Readers {
 /// exits (actix's arbiters do), and its thread-local with it. A reader left
 /// open would keep SQLite from removing the `-wal` and `-shm` files.
 #[derive(Clone)]
-pub struct ReaderCloser(pub(super) Arc<Readers>);
+pub struct ReaderCloser(pub(super) Option<Arc<Readers>>);
 
 impl Drop for ReaderCloser {
     fn drop(&mut self) {
+        let Some(readers) = &self.0 else {
+            return;
+        };
         // Not during the thread's own teardown, nor from inside a read.
         let _ = READER.try_with(|cell| {
             if let Ok(mut reader) = cell.try_borrow_mut() {
-                if reader.as_ref().is_some_and(|r| r.store_id == self.0.id) {
+                if reader.as_ref().is_some_and(|r| r.store_id == readers.id) {
                     *reader = None;
                 }
             }
@@ -187,7 +190,7 @@ mod tests {
             dir.path().join("test.db-shm"),
         );
         assert!(wal.exists() && shm.exists());
-        assert_eq!(store.reader.open(), 0, "the closer closed the reader");
+        assert_eq!(store.readers().open(), 0, "the closer closed the reader");
 
         assert!(store.close(Duration::from_secs(5)).await.unwrap());
         assert!(!wal.exists() && !shm.exists(), "-wal or -shm left behind");
@@ -206,7 +209,7 @@ mod tests {
         let (_dir, store) = test_store();
         test_user(&store.connection().unwrap(), "alice");
         let (exit, thread) = worker(&store, false);
-        assert_eq!(store.reader.open(), 1);
+        assert_eq!(store.readers().open(), 1);
         let started = std::time::Instant::now();
         assert!(!store.close(Duration::from_millis(100)).await.unwrap());
         assert!(started.elapsed() < Duration::from_secs(5));
