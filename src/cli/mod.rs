@@ -83,6 +83,20 @@ pub enum Command {
         /// Where to write the copy (replaced atomically if it exists)
         file: PathBuf,
     },
+    /// Move the database to PostgreSQL
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy everything from the SQLite file (database.path) into an empty
+    /// PostgreSQL database; stop the server first
+    Copy {
+        /// The target, postgres://user:password@host:port/database
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,7 +261,38 @@ pub fn run_admin(command: Command, config: &Config) -> anyhow::Result<()> {
             println!("Backed up the database to {}.", file.display());
             Ok(())
         }
+        Command::Db(DbCommand::Copy { to }) => copy_to(config, &to),
     }
+}
+
+/// `db copy --to URL`: the SQLite file into an empty PostgreSQL database.
+fn copy_to(config: &Config, url: &str) -> anyhow::Result<()> {
+    use crate::store::copy::copy;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!("--to must be a postgres:// URL");
+    }
+    let path = &config.database.path;
+    // Never a new, empty file: copying nothing is surely a mistake.
+    if !path.exists() {
+        bail!(
+            "{} does not exist (database.path): nothing to copy",
+            path.display()
+        );
+    }
+    let from = Store::open(path, 1)?;
+    let to = Store::open_postgres(url, 1)?;
+    let copied = copy(&from.conn()?, &to.conn()?)?;
+    let counts: Vec<String> = copied
+        .iter()
+        .map(|(table, rows)| format!("{table} {rows}"))
+        .collect();
+    println!(
+        "Copied {} to {}: {}.",
+        path.display(),
+        crate::store::pg::redacted(url),
+        counts.join(", ")
+    );
+    Ok(())
 }
 
 /// The admin use cases over the configured database (created and migrated

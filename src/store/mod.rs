@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod backup;
 pub mod clients;
+pub mod copy;
 pub mod db;
 pub mod files;
 pub mod groups;
