@@ -95,7 +95,8 @@ pub fn page(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     db.rows(
         "SELECT id, at, event, username, ip, user_agent, source, detail FROM audit
-         WHERE id > ?1 AND (?2 IS NULL OR username_folded = ?2) AND (?3 IS NULL OR at >= ?3)
+         WHERE id > ?1 AND (CAST(?2 AS TEXT) IS NULL OR username_folded = ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR at >= ?3)
          ORDER BY id LIMIT ?4",
         params![
             after,

@@ -263,7 +263,7 @@ pub fn list_valid(
         "SELECT s.id, s.user_id, u.username, s.created_at, s.expires_at, s.max_expires_at,
                 s.ip, s.user_agent
          FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-         WHERE (?1 IS NULL OR s.user_id = ?1) AND s.expires_at > ?2 AND s.max_expires_at > ?2
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR s.user_id = ?1) AND s.expires_at > ?2 AND s.max_expires_at > ?2
          ORDER BY s.created_at DESC, s.id DESC",
         params![user_id, now],
         session_row,

@@ -19,6 +19,8 @@ mod logout;
 mod logs;
 mod metrics;
 mod packaging;
+mod postgres;
+mod postgres_harness;
 mod proxy;
 mod races;
 mod rules;
