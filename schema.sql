@@ -1,4 +1,4 @@
--- latchkey's schema, version 6: applied to a new database file at start.
+-- latchkey's schema, version 8: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 

@@ -231,32 +231,7 @@ impl Drop for Tx<'_> {
     }
 }
 
-impl Db for Tx<'_> {
-    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
-        self.db.execute(sql, params)
-    }
-
-    fn query(
-        &self,
-        sql: &str,
-        params: &[Value<'_>],
-        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        self.db.query(sql, params, each)
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        self.db.batch(sql)
-    }
-
-    fn engine(&self) -> Engine {
-        self.db.engine()
-    }
-
-    fn sqlite(&self) -> Option<&Connection> {
-        self.db.sqlite()
-    }
-}
+delegate_db!(Tx<'_>, self => self.db);
 
 /// Runs several reads in one read-only transaction: they see one snapshot
 /// (and on SQLite the WAL read lock, two `fcntl` calls, is taken once
@@ -361,61 +336,48 @@ impl Db for Connection {
     }
 }
 
-/// A transaction is its connection, for statements.
-impl Db for Transaction<'_> {
-    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
-        Db::execute(&**self, sql, params)
-    }
+/// `Db` for a type that stands for another `Db`: every call goes to
+/// `$inner`, an expression of `self`.
+macro_rules! delegate_db {
+    ($ty:ty, $this:ident => $inner:expr) => {
+        impl $crate::store::db::Db for $ty {
+            fn execute(&$this, sql: &str, params: &[$crate::store::db::Value<'_>]) -> Result<usize, $crate::store::StoreError> {
+                let db: &dyn $crate::store::db::Db = $inner;
+                db.execute(sql, params)
+            }
 
-    fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        Db::batch(&**self, sql)
-    }
+            fn query(
+                &$this,
+                sql: &str,
+                params: &[$crate::store::db::Value<'_>],
+                each: &mut dyn FnMut(&$crate::store::db::Row<'_>) -> Result<(), $crate::store::StoreError>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let db: &dyn $crate::store::db::Db = $inner;
+                db.query(sql, params, each)
+            }
 
-    fn engine(&self) -> Engine {
-        Engine::Sqlite
-    }
+            fn batch(&$this, sql: &str) -> Result<(), $crate::store::StoreError> {
+                let db: &dyn $crate::store::db::Db = $inner;
+                db.batch(sql)
+            }
 
-    fn sqlite(&self) -> Option<&Connection> {
-        Some(self)
-    }
+            fn engine(&$this) -> $crate::store::db::Engine {
+                let db: &dyn $crate::store::db::Db = $inner;
+                db.engine()
+            }
 
-    fn query(
-        &self,
-        sql: &str,
-        params: &[Value<'_>],
-        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        Db::query(&**self, sql, params, each)
-    }
+            fn sqlite(&$this) -> Option<&rusqlite::Connection> {
+                let db: &dyn $crate::store::db::Db = $inner;
+                db.sqlite()
+            }
+        }
+    };
 }
+pub(super) use delegate_db;
 
-/// So is a connection from the pool.
-impl Db for PooledConnection {
-    fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
-        Db::execute(&**self, sql, params)
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        Db::batch(&**self, sql)
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::Sqlite
-    }
-
-    fn sqlite(&self) -> Option<&Connection> {
-        Some(self)
-    }
-
-    fn query(
-        &self,
-        sql: &str,
-        params: &[Value<'_>],
-        each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        Db::query(&**self, sql, params, each)
-    }
-}
+// A transaction, or a connection from the pool, is its connection.
+delegate_db!(Transaction<'_>, self => &**self);
+delegate_db!(PooledConnection, self => &**self);
 
 #[cfg(test)]
 mod tests {

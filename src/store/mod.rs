@@ -160,32 +160,7 @@ impl Conn {
     }
 }
 
-impl Db for Conn {
-    fn execute(&self, sql: &str, params: &[db::Value<'_>]) -> Result<usize, StoreError> {
-        self.db().execute(sql, params)
-    }
-
-    fn query(
-        &self,
-        sql: &str,
-        params: &[db::Value<'_>],
-        each: &mut dyn FnMut(&db::Row<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        self.db().query(sql, params, each)
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        self.db().batch(sql)
-    }
-
-    fn engine(&self) -> db::Engine {
-        self.db().engine()
-    }
-
-    fn sqlite(&self) -> Option<&Connection> {
-        self.db().sqlite()
-    }
-}
+db::delegate_db!(Conn, self => self.db());
 
 impl Store {
     /// Opens the database `config` names: PostgreSQL when `database.url` is
