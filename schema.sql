@@ -1,4 +1,4 @@
--- latchkey's schema, version 8: applied to a new database file at start.
+-- latchkey's schema, version 9: applied to a new database file at start.
 -- Older files are brought here by the migrations in src/store/migrate/,
 -- which track PRAGMA user_version. Times are unix seconds (UTC).
 
@@ -205,3 +205,24 @@ CREATE TABLE login_challenges (
     replaces_session INTEGER,
     expires_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Brute-force counts and bans per username and per client address, for
+-- instances that share the database (PostgreSQL): a ban made through one
+-- refuses on all. One instance alone keeps this state in memory and leaves
+-- the table empty. What a row means is decided in src/auth/limiter/.
+CREATE TABLE login_limits (
+    -- 0: a folded username; 1: a client address as counted (IPv6 by /64).
+    kind            INTEGER NOT NULL CHECK (kind IN (0, 1)),
+    subject         TEXT    NOT NULL,
+    -- The failures still in the window: 8-byte big-endian unix times, oldest first.
+    failures        BLOB    NOT NULL,
+    -- Attempts reserved and not yet settled, and when the latest was made
+    -- (reservations a minute old belong to an instance that died).
+    in_flight       INTEGER NOT NULL,
+    reserved_at     INTEGER NOT NULL,
+    banned_until    INTEGER NOT NULL,
+    -- When the row has nothing left to count: the purge deletes it then.
+    idle_at         INTEGER NOT NULL,
+    PRIMARY KEY (kind, subject)
+) WITHOUT ROWID;
+CREATE INDEX login_limits_by_idle ON login_limits (idle_at);

@@ -1,4 +1,4 @@
--- latchkey's schema, version 8, for PostgreSQL (15 and later): the twin of
+-- latchkey's schema, version 9, for PostgreSQL (15 and later): the twin of
 -- schema.sql, table for table and column for column. The two change
 -- together: a change to one is a change to both, at the same version.
 -- Plain SQL, applied whole to an empty database in one transaction; the
@@ -222,3 +222,23 @@ CREATE TABLE login_challenges (
     replaces_session BIGINT,
     expires_at      BIGINT  NOT NULL
 );
+
+-- Brute-force counts and bans per username and per client address, shared by
+-- every instance on this database: a ban made through one refuses on all.
+-- What a row means is decided in src/auth/limiter/.
+CREATE TABLE login_limits (
+    -- 0: a folded username; 1: a client address as counted (IPv6 by /64).
+    kind            BIGINT  NOT NULL CHECK (kind IN (0, 1)),
+    subject         TEXT    COLLATE "C" NOT NULL,
+    -- The failures still in the window: 8-byte big-endian unix times, oldest first.
+    failures        BYTEA   NOT NULL,
+    -- Attempts reserved and not yet settled, and when the latest was made
+    -- (reservations a minute old belong to an instance that died).
+    in_flight       BIGINT  NOT NULL,
+    reserved_at     BIGINT  NOT NULL,
+    banned_until    BIGINT  NOT NULL,
+    -- When the row has nothing left to count: the purge deletes it then.
+    idle_at         BIGINT  NOT NULL,
+    PRIMARY KEY (kind, subject)
+);
+CREATE INDEX login_limits_by_idle ON login_limits (idle_at);

@@ -306,9 +306,10 @@ fn metrics_server(
     Ok((server, local_addr))
 }
 
-/// Deletes expired sessions and login challenges, and audit events older
-/// than `audit_retention`, now and every [`PURGE_INTERVAL`], until `stop` is
-/// sent or dropped (a purge under way finishes first).
+/// Deletes expired sessions, login challenges and idle login limits, and
+/// audit events older than `audit_retention`, now and every
+/// [`PURGE_INTERVAL`], until `stop` is sent or dropped (a purge under way
+/// finishes first).
 async fn purge_in_background(
     auth: Auth,
     audit_retention: Option<Duration>,

@@ -195,7 +195,7 @@ impl Auth {
                 client.limited_address,
                 unix_now(),
             )
-            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+            .await?;
         let Some(proof) = second_factor_proof(&factor, code, unix_now()) else {
             self.wrong_code(attempt, &user, client.requester, "wrong one-time code")
                 .await;

@@ -114,7 +114,7 @@ impl Auth {
         let attempt = inner
             .limiter
             .reserve(folded, client.limited_address, unix_now())
-            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+            .await?;
         // A place in the hashing pool next: when the pool is full the login
         // is refused before it costs a database lookup.
         let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
@@ -166,7 +166,7 @@ impl Auth {
                 upgraded_hash,
             }),
             _ => {
-                let bans = attempt.failed(unix_now());
+                let bans = attempt.failed(unix_now()).await;
                 let account = user
                     .as_ref()
                     .map(|u| (u.username.clone(), folded.to_owned()));
@@ -196,7 +196,7 @@ impl Auth {
         requester: Requester,
         reason: &'static str,
     ) -> AuthError {
-        let bans = attempt.failed(unix_now());
+        let bans = attempt.failed(unix_now()).await;
         let account = (user.username.clone(), user.username.to_lowercase());
         log_failure(Some(&user.username), requester.ip);
         self.record_failure(Some(account), requester, reason, bans)
@@ -261,7 +261,7 @@ impl Auth {
                     .await);
             }
             Err(AuthError::CredentialsChanged) => {
-                attempt.succeeded(unix_now());
+                attempt.succeeded(unix_now()).await;
                 let account = (user.username.clone(), user.username.to_lowercase());
                 let reason = "the credentials changed during the check";
                 self.record_failure(
@@ -272,7 +272,7 @@ impl Auth {
                 )
                 .await;
             }
-            Ok(_) => attempt.succeeded(unix_now()),
+            Ok(_) => attempt.succeeded(unix_now()).await,
             // A store error: released uncounted when `attempt` drops.
             Err(_) => {}
         }

@@ -143,12 +143,19 @@ impl Auth {
         let dummy_hash = passwords.hash(Token::generate()?.expose())?;
         // Computed on the caller's thread, which does not hash again.
         password::release_work_memory();
+        // Instances that share the database share their login limits
+        // through it; one alone on its file keeps them in memory.
+        let limiter = if store.shared_by_instances() {
+            Limiter::shared(&config.login, store.clone())
+        } else {
+            Limiter::in_memory(&config.login)
+        };
         Ok(Auth {
             inner: Arc::new(Inner {
                 store,
                 hasher,
                 passwords,
-                limiter: Limiter::new(&config.login),
+                limiter,
                 lifetimes: Lifetimes::from_config(&config.session),
                 metrics,
                 dummy_hash,
@@ -170,7 +177,13 @@ impl Auth {
             .await
             .inspect_err(|error| tracing::warn!(%error, "cannot count sessions for /metrics"))
             .ok();
-        let (bans_username, bans_address) = self.inner.limiter.active_bans(now);
+        let (bans_username, bans_address) = self
+            .inner
+            .limiter
+            .active_bans(now)
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "cannot count bans for /metrics"))
+            .unwrap_or_default();
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         Snapshot {
             sessions_active: sessions,

@@ -125,7 +125,7 @@ impl Auth {
         code: &str,
         requester: &Requester,
     ) -> Result<Vec<String>, AuthError> {
-        let attempt = self.reserve_attempt(identity, requester)?;
+        let attempt = self.reserve_attempt(identity, requester).await?;
         let codes = totp::recovery_codes()?;
         let hashes = recovery_code_hashes(&codes);
         let (user_id, session_id) = (identity.user_id, identity.session_id);
@@ -160,11 +160,11 @@ impl Auth {
             .await?;
         match confirmed {
             Ok(()) => {
-                attempt.succeeded(unix_now());
+                attempt.succeeded(unix_now()).await;
                 Ok(codes)
             }
             Err(AuthError::InvalidCredentials) => {
-                attempt.failed(unix_now());
+                attempt.failed(unix_now()).await;
                 Err(AuthError::InvalidCredentials)
             }
             Err(e) => Err(e),
@@ -268,19 +268,19 @@ impl Auth {
             })
             .await?;
         if done {
-            attempt.succeeded(unix_now());
+            attempt.succeeded(unix_now()).await;
             Ok(())
         } else {
             // The code was used up by another request meanwhile: a wrong
             // code after all.
-            attempt.failed(unix_now());
+            attempt.failed(unix_now()).await;
             Err(AuthError::InvalidCredentials)
         }
     }
 
     /// A place against the brute-force limits of the user's name and the
     /// requester's address, as a login takes one.
-    fn reserve_attempt(
+    async fn reserve_attempt(
         &self,
         identity: &Identity,
         requester: &Requester,
@@ -289,7 +289,7 @@ impl Auth {
         self.inner
             .limiter
             .reserve(&folded, Some(requester.ip), unix_now())
-            .map_err(|retry_after| AuthError::RateLimited { retry_after })
+            .await
     }
 
     /// Checks the password (one argon2 verification, on the hashing pool)
@@ -303,7 +303,7 @@ impl Auth {
         requester: &Requester,
     ) -> Result<(Attempt<'_>, Owner), AuthError> {
         let inner = &self.inner;
-        let attempt = self.reserve_attempt(identity, requester)?;
+        let attempt = self.reserve_attempt(identity, requester).await?;
         let slot = inner.hasher.reserve().map_err(|_| AuthError::Busy)?;
         let user_id = identity.user_id;
         let (user, factor) = inner
@@ -330,7 +330,7 @@ impl Auth {
             .await
             .map_err(|_| AuthError::Busy)?;
         if !matches {
-            attempt.failed(unix_now());
+            attempt.failed(unix_now()).await;
             return Err(AuthError::InvalidCredentials);
         }
         let Some(factor) = factor else {
@@ -349,7 +349,7 @@ impl Auth {
         match proof {
             Some(proof) => Ok((attempt, Owner::Code(proof))),
             None => {
-                attempt.failed(unix_now());
+                attempt.failed(unix_now()).await;
                 Err(AuthError::InvalidCredentials)
             }
         }

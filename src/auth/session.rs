@@ -270,8 +270,9 @@ impl Auth {
             .await?)
     }
 
-    /// Deletes expired sessions and dead login challenges; returns how many
-    /// of each. Run periodically by the server.
+    /// Deletes expired sessions and dead login challenges (and login limits
+    /// with nothing left to count); returns how many sessions and
+    /// challenges. Run periodically by the server.
     pub async fn purge_expired(&self) -> Result<(usize, usize), AuthError> {
         Ok(self
             .inner
@@ -279,6 +280,7 @@ impl Auth {
             .run(|conn| {
                 let now = unix_now();
                 let sessions = sessions::purge_expired(conn, now)?;
+                crate::store::limits::purge_idle(conn, now)?;
                 Ok((sessions, totp_store::purge_challenges(conn, now)?))
             })
             .await?)

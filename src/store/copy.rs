@@ -22,6 +22,7 @@ use Kind::{Blob, Int, OptText, Text};
 /// The tables copied, parents before children. `users.group_names` is
 /// left out: the memberships' triggers rebuild it. `login_challenges` is
 /// left out: a code page lives five minutes, and the server is stopped.
+/// `login_limits` too: a server alone on its SQLite file counts in memory.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
         "users",

@@ -20,6 +20,7 @@ pub mod copy;
 pub mod db;
 pub mod files;
 pub mod groups;
+pub mod limits;
 pub mod migrate;
 pub mod pg;
 mod reader;
@@ -252,6 +253,13 @@ impl Store {
     }
 
     /// Which engine the store is on.
+    /// Whether other latchkey instances may use this database at the same
+    /// time (PostgreSQL): state every instance must see, such as the login
+    /// limits, then lives in it.
+    pub fn shared_by_instances(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
     pub fn engine(&self) -> db::Engine {
         match self.backend {
             Backend::Sqlite { .. } => db::Engine::Sqlite,

@@ -18,6 +18,24 @@ use super::StoreError;
 
 /// The schema of a new database, PostgreSQL's twin of `schema.sql`.
 const SCHEMA: &str = include_str!("../../schema_pg.sql");
+
+/// The steps from each version PostgreSQL databases were made at (the
+/// backend arrived at version 8) to the next, as the SQLite migrations in
+/// `store::migrate` take a file; `schema_pg.sql` is where they end.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    8,
+    "CREATE TABLE login_limits (
+        kind            BIGINT  NOT NULL CHECK (kind IN (0, 1)),
+        subject         TEXT    COLLATE \"C\" NOT NULL,
+        failures        BYTEA   NOT NULL,
+        in_flight       BIGINT  NOT NULL,
+        reserved_at     BIGINT  NOT NULL,
+        banned_until    BIGINT  NOT NULL,
+        idle_at         BIGINT  NOT NULL,
+        PRIMARY KEY (kind, subject)
+     );
+     CREATE INDEX login_limits_by_idle ON login_limits (idle_at);",
+)];
 /// The session-level advisory lock held while migrating, so that instances
 /// starting together migrate once: "lk-migr" in ASCII.
 const MIGRATION_LOCK: i64 = 0x006c_6b2d_6d69_6772;
@@ -284,13 +302,19 @@ fn migrate_locked(client: &mut Client, url: &str, version: i64) -> Result<(), St
                 supported: version,
             });
         }
+        for step in found..version {
+            let Some((_, sql)) = MIGRATIONS.iter().find(|(from, _)| *from == step) else {
+                return Err(StoreError::Open {
+                    path: redacted(url).into(),
+                    message: format!(
+                        "schema version {found} has no migration to {version} on PostgreSQL"
+                    ),
+                });
+            };
+            tx.batch_execute(sql)?;
+        }
         if found < version {
-            return Err(StoreError::Open {
-                path: redacted(url).into(),
-                message: format!(
-                    "schema version {found} has no migration to {version} on PostgreSQL"
-                ),
-            });
+            tx.execute("UPDATE latchkey_schema SET version = $1", &[&version])?;
         }
         return Ok(tx.commit()?);
     }

@@ -1307,6 +1307,7 @@ fn every_command_creates_and_migrates_the_database() {
                 "clients",
                 "groups",
                 "login_challenges",
+                "login_limits",
                 "memberships",
                 "recovery_codes",
                 "session_counter",

@@ -3,8 +3,10 @@
 //! (see `helpers::postgres`). Sessions made on one instance hold on all; a
 //! logout or a disable on one is refused by the others on their next
 //! request; instances starting together migrate once; a PostgreSQL restart
-//! gives 503s for a moment and no other error; `db copy` moves a SQLite
-//! file over with every password and token intact.
+//! gives 503s for a moment and no other error; login failures and bans
+//! are counted for all; `db copy` moves a SQLite file over with every
+//! password and token intact; a database of the previous schema version
+//! is migrated keeping its data.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,6 +34,16 @@ fn admin(sandbox: &Sandbox, url: &str, args: &[&str], stdin: Option<&str>) -> Ru
 /// An instance of the server on `url`.
 fn instance(sandbox: &Sandbox, url: &str) -> Server {
     Server::spawn(on(sandbox.serve_command(&["serve"]), url))
+}
+
+/// An instance on `url` that bans a username or an address after three
+/// failures within a minute, for five minutes.
+fn strict_instance(sandbox: &Sandbox, url: &str) -> Server {
+    let mut cmd = on(sandbox.serve_command(&["serve"]), url);
+    cmd.env("LATCHKEY_LOGIN__MAX_FAILURES", "3")
+        .env("LATCHKEY_LOGIN__FAILURE_WINDOW", "60s")
+        .env("LATCHKEY_LOGIN__BAN_DURATION", "300s");
+    Server::spawn(cmd)
 }
 
 async fn token(api: &Api, user: &str, password: &str) -> String {
@@ -122,7 +134,7 @@ async fn instances_starting_together_migrate_once_and_make_one_initial_admin() {
         cluster
             .psql(name, "SELECT version FROM latchkey_schema")
             .trim(),
-        "8"
+        "9"
     );
     assert_eq!(cluster.psql(name, "SELECT count(*) FROM users").trim(), "1");
     // Exactly one instance printed an initial admin password.
@@ -259,4 +271,93 @@ async fn db_copy_moves_every_user_and_token_and_refuses_a_second_time() {
         "{}",
         listed.stdout
     );
+}
+
+#[tokio::test]
+async fn failures_on_every_instance_add_up_and_a_ban_made_through_one_refuses_on_all() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let sandbox = Sandbox::new();
+    for user in ["alice", "bob"] {
+        let add = ["user", "add", user, "--password-stdin"];
+        admin(&sandbox, &url, &add, Some(PASSWORD));
+    }
+    let (a, b) = (
+        strict_instance(&sandbox, &url),
+        strict_instance(&sandbox, &url),
+    );
+    let (a, b) = (a.api(), b.api());
+
+    // Two wrong passwords through A and one through B: the third failure
+    // for alice, wherever it was made.
+    for api in [&a, &a, &b] {
+        let wrong = api.login("alice", "not her password").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Banned on both, even with the right password.
+    for api in [&a, &b] {
+        let refused = api.login("Alice", PASSWORD).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+        assert!((290..=300).contains(&retry_after), "{retry_after}");
+    }
+    // The address made those three failures too: it is banned on both,
+    // for every name.
+    for api in [&a, &b] {
+        let refused = api.login("bob", PASSWORD).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // One row per banned key, in the database both read.
+    let name = url.rsplit('/').next().unwrap();
+    let banned = "SELECT kind, subject FROM login_limits WHERE banned_until > 0 ORDER BY kind";
+    assert_eq!(cluster.psql(name, banned), "0|alice\n1|127.0.0.1");
+    // Lifting the ban there lifts it on every instance.
+    cluster.psql(
+        name,
+        "UPDATE login_limits SET banned_until = 0, failures = ''::bytea",
+    );
+    for api in [&a, &b] {
+        assert_eq!(api.login("alice", PASSWORD).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated_keeping_its_data() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let sandbox = Sandbox::new();
+    admin(
+        &sandbox,
+        &url,
+        &["user", "add", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    let t = {
+        let server = instance(&sandbox, &url);
+        token(&server.api(), "alice", PASSWORD).await
+    };
+    // Version 8 is version 9 without the shared login limits.
+    let name = url.rsplit('/').next().unwrap();
+    cluster.psql(
+        name,
+        "DROP TABLE login_limits; UPDATE latchkey_schema SET version = 8",
+    );
+
+    let server = strict_instance(&sandbox, &url);
+    let api = server.api();
+    assert_eq!(
+        cluster.psql(name, "SELECT version FROM latchkey_schema"),
+        "9"
+    );
+    assert!(active(&api, &t).await, "the session made at version 8");
+    for _ in 0..3 {
+        let wrong = api.login("alice", "not her password").await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    let refused = api.login("alice", PASSWORD).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
 }

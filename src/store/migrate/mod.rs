@@ -27,6 +27,7 @@ const MIGRATIONS: &[Migration] = &[
     users_group_names,
     audit_trail,
     second_factor,
+    login_limits,
 ];
 
 /// The schema version this build writes and understands.
@@ -217,6 +218,25 @@ fn second_factor(tx: &Transaction<'_>) -> Result<(), StoreError> {
             replaces_session INTEGER,
             expires_at      INTEGER NOT NULL
          ) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+/// Version 9: `login_limits`, empty: the brute-force state instances on
+/// one database share (one instance alone keeps it in memory).
+fn login_limits(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE login_limits (
+            kind            INTEGER NOT NULL CHECK (kind IN (0, 1)),
+            subject         TEXT    NOT NULL,
+            failures        BLOB    NOT NULL,
+            in_flight       INTEGER NOT NULL,
+            reserved_at     INTEGER NOT NULL,
+            banned_until    INTEGER NOT NULL,
+            idle_at         INTEGER NOT NULL,
+            PRIMARY KEY (kind, subject)
+         ) WITHOUT ROWID;
+         CREATE INDEX login_limits_by_idle ON login_limits (idle_at);",
     )?;
     Ok(())
 }

@@ -108,7 +108,6 @@ fn structure(conn: &Connection) -> Vec<String> {
     out
 }
 
-/// A file as this build would have left it at `version`: schema_v1.sql,
 /// Migrates `old` (at `old_path`) and checks it ends where a new file in
 /// `dir` starts: the same schema, stamped with [`SCHEMA_VERSION`].
 fn migrate_and_compare(old: &mut Connection, old_path: &Path, dir: &Path) {
@@ -123,6 +122,7 @@ fn migrate_and_compare(old: &mut Connection, old_path: &Path, dir: &Path) {
     assert_eq!(version, SCHEMA_VERSION);
 }
 
+/// A file as this build would have left it at `version`: schema_v1.sql,
 /// then the steps up to `version`.
 fn file_at(path: &Path, version: i64) -> Connection {
     let conn = Connection::open(path).unwrap();
@@ -431,4 +431,5 @@ fn a_version_2_file_without_sessions_starts_the_ids_at_1() {
 }
 
 mod audit;
+mod login_limits;
 mod second_factor;
