@@ -17,13 +17,12 @@ pub fn config(cmd: ConfigCommand, config: &Config) -> anyhow::Result<()> {
             // for a diff, the warnings stay visible.
             print!("{}", format_settings(&effective_settings(config)));
             std::io::stdout().flush().ok();
-            let path = &config.database.path;
             // Read-only, and not at all when missing: a check creates nothing.
-            let has_client = match clients::any_exist_in_file(path) {
+            let has_client = match clients::any_exist_in(&config.database) {
                 Ok(None) => {
                     eprintln!(
                         "note: database {} does not exist yet; introspection clients not checked",
-                        path.display()
+                        config.database.shown()
                     );
                     None
                 }

@@ -72,6 +72,18 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
 }
 
+impl DatabaseConfig {
+    /// The database as messages name it: the file, or the URL without its
+    /// password.
+    pub fn shown(&self) -> String {
+        if self.url.is_empty() {
+            self.path.display().to_string()
+        } else {
+            crate::store::pg::redacted(&self.url)
+        }
+    }
+}
+
 /// `[session]`: lifetimes and the cookie that carries the token.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -63,6 +63,18 @@ pub fn any_exist_in_file(path: &Path) -> Result<Option<bool>, StoreError> {
     })
 }
 
+/// [`any_exist`] on the database `config` names, changing nothing: `None`
+/// when it does not exist yet (`config check` creates nothing).
+pub fn any_exist_in(config: &crate::config::DatabaseConfig) -> Result<Option<bool>, StoreError> {
+    if config.url.is_empty() {
+        return any_exist_in_file(&config.path);
+    }
+    match super::pg::connect_existing(&config.url)? {
+        Some(conn) => any_exist(&conn).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Every client, by id.
 pub fn list(db: &dyn Db) -> Result<Vec<Client>, StoreError> {
     db.rows("SELECT id, created_at FROM clients ORDER BY id", &[], |r| {

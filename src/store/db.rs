@@ -378,6 +378,8 @@ pub(super) use delegate_db;
 // A transaction, or a connection from the pool, is its connection.
 delegate_db!(Transaction<'_>, self => &**self);
 delegate_db!(PooledConnection, self => &**self);
+// A boxed Db (a connection of either engine, chosen at run time) is its Db.
+delegate_db!(Box<dyn Db>, self => &**self);
 
 #[cfg(test)]
 mod tests {

@@ -252,7 +252,6 @@ impl Store {
         })
     }
 
-    /// Which engine the store is on.
     /// Whether other latchkey instances may use this database at the same
     /// time (PostgreSQL): state every instance must see, such as the login
     /// limits, then lives in it.
@@ -260,6 +259,7 @@ impl Store {
         matches!(self.backend, Backend::Postgres { .. })
     }
 
+    /// Which engine the store is on.
     pub fn engine(&self) -> db::Engine {
         match self.backend {
             Backend::Sqlite { .. } => db::Engine::Sqlite,

@@ -211,6 +211,27 @@ pub(super) fn int(row: &postgres::Row, i: usize) -> Result<Option<i64>, StoreErr
     })
 }
 
+/// A connection to the latchkey database at `url` that changes nothing
+/// (no migration): `None` when latchkey has made no schema there yet.
+pub fn connect_existing(url: &str) -> Result<Option<PgConnection>, StoreError> {
+    use r2d2::ManageConnection;
+    let conn = PgManager::new(url)?
+        .connect()
+        .map_err(|e| StoreError::Open {
+            path: redacted(url).into(),
+            message: e.to_string(),
+        })?;
+    let made = conn.with_client(|client| {
+        let row = client.query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables
+                            WHERE schemaname = current_schema() AND tablename = 'latchkey_schema')",
+            &[],
+        )?;
+        Ok(row.try_get::<_, bool>(0)?)
+    })?;
+    Ok(made.then_some(conn))
+}
+
 /// Makes pooled connections to one database URL.
 pub struct PgManager {
     config: postgres::Config,

@@ -305,7 +305,7 @@ fn the_server_purges_events_older_than_the_retention_and_keeps_the_rest() {
     sandbox.add_user("alice", "pw-123456");
     let now = now();
     {
-        let conn = store_connection(&sandbox.db_path());
+        let conn = sandbox.store_connection();
         for (age, event) in [
             (3 * 3600, "old_one"),
             (2 * 3600, "old_two"),

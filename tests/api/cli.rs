@@ -104,14 +104,11 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
         .latchkey(&["user", "disable", "bob"], None)
         .assert_ok();
 
-    let (email, display_name): (Option<String>, Option<String>) = sandbox
-        .db()
-        .query_row(
-            "SELECT email, display_name FROM users WHERE username = 'alice'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (email, display_name): (Option<String>, Option<String>) = scalar(
+        &sandbox.db(),
+        "SELECT email, display_name FROM users WHERE username = 'alice'",
+        &[],
+    );
     assert_eq!(email.as_deref(), Some("alice@example.com"));
     assert_eq!(display_name.as_deref(), Some("Alice Liddell"));
 
@@ -119,7 +116,7 @@ fn user_add_stores_email_and_display_name_and_user_list_shows_them() {
         let t: i64 = scalar(
             &sandbox.db(),
             "SELECT created_at FROM users WHERE username = ?1",
-            [name],
+            latchkey::db_params![name],
         );
         format_utc(t)
     };
@@ -541,7 +538,7 @@ fn client_add_prints_the_secret_alone_on_stdout_and_stores_only_its_hash() {
     let stored: Vec<u8> = scalar(
         &sandbox.db(),
         "SELECT secret_hash FROM clients WHERE id = 'nginx'",
-        [],
+        &[],
     );
     assert_eq!(stored, sha256(&secret));
     let bytes = sandbox.database_bytes();
@@ -572,7 +569,7 @@ fn client_add_refuses_a_duplicate_and_an_invalid_id() {
         let message = run.assert_error();
         assert!(message.contains("invalid client id"), "{bad:?}: {message}");
     }
-    let count: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
+    let count: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", &[]);
     assert_eq!(count, 1);
 }
 
@@ -590,7 +587,7 @@ fn client_list_and_remove() {
         let t: i64 = scalar(
             &sandbox.db(),
             "SELECT created_at FROM clients WHERE id = ?1",
-            [id],
+            latchkey::db_params![id],
         );
         format_utc(t)
     };
@@ -640,7 +637,7 @@ fn client_remove_refuses_the_last_client_unless_forced_since_introspect_would_op
     for needed in ["\"nginx\"", "last", "/introspect", "anyone", "--force"] {
         assert!(message.contains(needed), "{needed:?} in {message:?}");
     }
-    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
+    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", &[]);
     assert_eq!(listed, 1, "the refused removal kept the client");
     // An unknown client is unknown, forced or not.
     let run = sandbox.latchkey(&["client", "remove", "ghost", "--force"], None);
@@ -654,7 +651,7 @@ fn client_remove_refuses_the_last_client_unless_forced_since_introspect_would_op
         run.stderr.starts_with("warning: ") && run.stderr.contains("/introspect is now open"),
         "{run:#?}"
     );
-    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", []);
+    let listed: i64 = scalar(&sandbox.db(), "SELECT count(*) FROM clients", &[]);
     assert_eq!(listed, 0);
 }
 
@@ -694,7 +691,7 @@ fn group_created(sandbox: &Sandbox, name: &str) -> String {
     let t: i64 = scalar(
         &sandbox.db(),
         "SELECT created_at FROM groups WHERE name = ?1",
-        [name],
+        latchkey::db_params![name],
     );
     format_utc(t)
 }
@@ -716,7 +713,7 @@ fn groups_in_user_list(sandbox: &Sandbox) -> Vec<(String, String)> {
 }
 
 fn membership_count(sandbox: &Sandbox) -> i64 {
-    scalar(&sandbox.db(), "SELECT count(*) FROM memberships", [])
+    scalar(&sandbox.db(), "SELECT count(*) FROM memberships", &[])
 }
 
 #[test]
@@ -1003,14 +1000,14 @@ async fn a_membership_change_while_serving_is_seen_by_the_next_verify() {
 /// Usernames in a database file, by id.
 fn usernames_in(path: &Path) -> Vec<String> {
     let conn = Connection::open(path).expect("open the backup");
-    let check: String = scalar(&conn, "PRAGMA integrity_check", []);
+    let check: String = scalar(&conn, "PRAGMA integrity_check", &[]);
     assert_eq!(check, "ok");
     column(&conn, "SELECT username FROM users ORDER BY id")
 }
 
 #[test]
 fn backup_writes_a_standalone_sqlite_copy() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     sandbox.add_user("bob", "pw");
     std::fs::create_dir(sandbox.path("backups")).unwrap();
@@ -1026,7 +1023,7 @@ fn backup_writes_a_standalone_sqlite_copy() {
     assert_eq!(usernames_in(&target), ["alice", "bob"]);
 
     let conn = Connection::open(&target).unwrap();
-    let mode: String = scalar(&conn, "PRAGMA journal_mode", []);
+    let mode: String = scalar(&conn, "PRAGMA journal_mode", &[]);
     assert_eq!(mode, "delete", "a backup needs no -wal beside it");
     drop(conn);
     let files: Vec<String> = std::fs::read_dir(sandbox.path("backups"))
@@ -1046,7 +1043,7 @@ fn backup_writes_a_standalone_sqlite_copy() {
 
 #[test]
 fn backup_into_a_missing_directory_fails() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     let target = sandbox.path("missing/copy.db");
     let run = sandbox.latchkey(&["backup", target.to_str().unwrap()], None);
@@ -1060,7 +1057,7 @@ fn backup_into_a_missing_directory_fails() {
 
 #[tokio::test]
 async fn backup_works_while_the_server_is_running() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let server = Server::start(&sandbox, &["serve"]);
 
     // Admin commands work beside the running server, and it sees their effect.
@@ -1075,7 +1072,7 @@ async fn backup_works_while_the_server_is_running() {
     let sessions: i64 = scalar(
         &Connection::open(&target).unwrap(),
         "SELECT count(*) FROM sessions",
-        [],
+        &[],
     );
     assert_eq!(sessions, 1, "carol's login is in the copy");
 
@@ -1273,7 +1270,7 @@ fn without_any_config_the_defaults_apply() {
 
 #[test]
 fn every_command_creates_and_migrates_the_database() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let commands: [&[&str]; 8] = [
         &["user", "list"],
         &["user", "add", "alice", "--password-stdin"],
@@ -1290,7 +1287,7 @@ fn every_command_creates_and_migrates_the_database() {
         cmd.env("LATCHKEY_DATABASE__PATH", &db);
         execute(cmd, Some(b"pw\n")).assert_ok();
         let conn = Connection::open(&db).unwrap();
-        let version: i64 = scalar(&conn, "PRAGMA user_version", []);
+        let version: i64 = scalar(&conn, "PRAGMA user_version", &[]);
         assert_eq!(
             version,
             latchkey::store::migrate::SCHEMA_VERSION,
@@ -1330,7 +1327,7 @@ fn every_command_creates_and_migrates_the_database() {
 
 #[test]
 fn a_database_in_a_missing_directory_is_an_error_naming_the_path() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let db = sandbox.path("missing/latchkey.db");
     for args in [&["user", "list"][..], &["serve"][..]] {
         let mut cmd = sandbox.command(args);
@@ -1350,7 +1347,7 @@ fn a_database_in_a_missing_directory_is_an_error_naming_the_path() {
 fn a_database_where_nothing_may_be_written_is_an_error_naming_the_path() {
     // /proc refuses new files even to root, so this holds in CI (as root),
     // where a chmod-ed directory would not.
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     for args in [&["user", "list"][..], &["serve"][..]] {
         let mut cmd = sandbox.command(args);
         cmd.env("LATCHKEY_DATABASE__PATH", "/proc/latchkey-test.db")
@@ -1390,7 +1387,7 @@ fn a_config_file_that_cannot_be_read_is_an_error_naming_it() {
 
 #[test]
 fn a_file_that_is_not_sqlite_is_refused_and_left_unchanged() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let garbage: Vec<u8> = (0..4096u32)
         .map(|i| u8::try_from(i * 7 % 251).unwrap())
         .collect();
@@ -1416,7 +1413,7 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_unchanged() {
 
 #[test]
 fn a_database_from_a_newer_latchkey_is_refused_naming_its_version() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     Connection::open(sandbox.db_path())
         .unwrap()
         .execute_batch("PRAGMA user_version = 99")
@@ -1431,14 +1428,14 @@ fn a_database_from_a_newer_latchkey_is_refused_naming_its_version() {
     let tables: i64 = scalar(
         &sandbox.db(),
         "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-        [],
+        &[],
     );
     assert_eq!(tables, 0, "no tables written into it");
 }
 
 #[test]
 fn another_programs_sqlite_database_is_refused() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     Connection::open(sandbox.db_path())
         .unwrap()
         .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('keep me');")
@@ -1449,12 +1446,12 @@ fn another_programs_sqlite_database_is_refused() {
         message.contains(&sandbox.db_path().display().to_string()),
         "{message}"
     );
-    let body: String = scalar(&sandbox.db(), "SELECT body FROM notes", []);
+    let body: String = scalar(&sandbox.db(), "SELECT body FROM notes", &[]);
     assert_eq!(body, "keep me");
     let users: i64 = scalar(
         &sandbox.db(),
         "SELECT count(*) FROM sqlite_schema WHERE name = 'users'",
-        [],
+        &[],
     );
     assert_eq!(users, 0);
 }
@@ -1515,7 +1512,7 @@ async fn serve_does_not_create_admin_when_users_exist() {
     let admins: i64 = scalar(
         &sandbox.db(),
         "SELECT count(*) FROM users WHERE username = 'admin'",
-        [],
+        &[],
     );
     assert_eq!(admins, 0);
 }

@@ -245,8 +245,7 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
     assert!(!record.logouts.is_empty(), "no logout was answered");
 
     // The file the crash left behind is intact (opening it replays the WAL).
-    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
-    assert_eq!(integrity, "ok");
+    assert_intact(&sandbox);
 
     let server = Server::start(&sandbox, &["serve"]);
     let api = Api {
@@ -279,7 +278,15 @@ async fn a_kill_9_mid_traffic_loses_no_answered_login_or_logout_and_no_request_g
         record.logouts.len()
     );
 
-    let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", []);
-    assert_eq!(integrity, "ok");
+    assert_intact(&sandbox);
     println!("whole test: {:?}", test_started.elapsed());
+}
+
+/// The SQLite file passes its integrity check (PostgreSQL recovers its own
+/// files from its WAL: nothing for latchkey to check there).
+fn assert_intact(sandbox: &Sandbox) {
+    if sandbox.database_url().is_none() {
+        let integrity: String = scalar(&sandbox.db(), "PRAGMA integrity_check", &[]);
+        assert_eq!(integrity, "ok");
+    }
 }

@@ -31,7 +31,7 @@ fn usernames_in(path: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn the_database_and_its_wal_and_shm_are_owner_only_under_umask_000() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let mut server = Server::spawn(through_shell(
         &sandbox.serve_command(&["serve"]),
         "umask 000",
@@ -59,14 +59,14 @@ async fn the_database_and_its_wal_and_shm_are_owner_only_under_umask_000() {
 
 #[test]
 fn a_database_open_to_others_is_made_owner_only_and_the_log_says_so() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     let db = sandbox.db_path();
     // A file as an earlier latchkey left it: 0644, and a -wal and -shm
     // beside it (kept in place by a reader that stays open).
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let reader = open_db(&db);
-    let users: i64 = scalar(&reader, "SELECT count(*) FROM users", []);
+    let users: i64 = scalar(&reader, "SELECT count(*) FROM users", &[]);
     assert_eq!(users, 1);
     let (wal, shm) = (with_suffix(&db, "-wal"), with_suffix(&db, "-shm"));
     for path in [&wal, &shm] {
@@ -95,7 +95,7 @@ fn a_database_open_to_others_is_made_owner_only_and_the_log_says_so() {
 
 #[test]
 fn a_backup_is_owner_only_under_umask_000_also_when_it_replaces_one_open_to_others() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     let cmd = sandbox.command(&["backup", "copy.db"]);
     execute(through_shell(&cmd, "umask 000"), None).assert_ok();
@@ -112,7 +112,7 @@ fn a_backup_is_owner_only_under_umask_000_also_when_it_replaces_one_open_to_othe
 
 #[test]
 fn a_link_planted_at_the_old_temporary_name_does_not_redirect_the_backup() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     // Backups used to be written to FILE.tmp-<pid>, a name anyone could
     // guess; $$ is the PID latchkey runs with after `exec`.
@@ -134,7 +134,7 @@ fn a_link_planted_at_the_old_temporary_name_does_not_redirect_the_backup() {
 
 #[test]
 fn a_file_planted_at_the_old_temporary_name_is_not_written_through() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     // Someone else's file, writable by all, linked at the guessable name:
     // writing through it would hand them the backup.
@@ -160,7 +160,7 @@ fn a_file_planted_at_the_old_temporary_name_is_not_written_through() {
 
 #[test]
 fn a_backup_over_a_planted_link_replaces_the_link_not_its_target() {
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     sandbox.add_user("alice", "pw");
     let victim = sandbox.path("victim");
     std::fs::write(&victim, b"precious").unwrap();

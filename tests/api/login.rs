@@ -1069,14 +1069,10 @@ async fn the_session_records_the_user_agent_and_address_at_login() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (ip, agent): (String, String) = app
-        .db()
-        .query_row(
-            "SELECT ip, user_agent FROM sessions WHERE token_hash = ?1",
-            [&sha256(&token)[..]],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (ip, agent): (String, String) = app.scalar(
+        "SELECT ip, user_agent FROM sessions WHERE token_hash = ?1",
+        latchkey::db_params![&sha256(&token)[..]],
+    );
     assert_eq!(ip, "127.0.0.1");
     assert_eq!(agent, "LoginTest/1.0 (X11; Linux)");
 }

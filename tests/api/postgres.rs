@@ -214,7 +214,7 @@ async fn db_copy_moves_every_user_and_token_and_refuses_a_second_time() {
     let Some(cluster) = PgCluster::start() else {
         return;
     };
-    let sandbox = Sandbox::new();
+    let sandbox = Sandbox::on_sqlite_file();
     let users = ["alice", "bob", "carol"];
     for user in users {
         sandbox.add_user(user, &format!("{user}'s password"));

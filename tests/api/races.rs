@@ -104,7 +104,7 @@ fn sessions_of(sandbox: &Sandbox, user_id: i64) -> i64 {
     scalar(
         &sandbox.db(),
         "SELECT count(*) FROM sessions WHERE user_id = ?1",
-        [user_id],
+        latchkey::db_params![user_id],
     )
 }
 
@@ -186,7 +186,7 @@ async fn a_login_racing_user_delete_gets_401_not_500() {
     let response = login_during(&api, "alice", "pw", delete).await;
     assert_lost_to_the_change(&mut server, response).await;
     assert_eq!(
-        scalar::<i64>(&sandbox.db(), "SELECT count(*) FROM sessions", []),
+        scalar::<i64>(&sandbox.db(), "SELECT count(*) FROM sessions", &[]),
         0
     );
 }

@@ -339,7 +339,7 @@ fn user_totp_reset_removes_a_lost_factor_and_ends_the_sessions() {
     let sandbox = Sandbox::new();
     let alice = sandbox.add_user("alice", "pw");
     {
-        let conn = store_connection(&sandbox.db_path());
+        let conn = sandbox.store_connection();
         latchkey::store::totp::activate(&conn, alice, &[9; 20], 0, 1).unwrap();
     }
     let t = now();

@@ -89,14 +89,10 @@ async fn a_form_login_asks_for_the_code_on_a_second_page_with_single_use_state()
         "the password is not asked again"
     );
     // Stored only as its hash, dead in five minutes.
-    let db = app.db();
-    let (hash, expires_at): (Vec<u8>, i64) = db
-        .query_row(
-            "SELECT challenge_hash, expires_at FROM login_challenges",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (hash, expires_at): (Vec<u8>, i64) = app.scalar(
+        "SELECT challenge_hash, expires_at FROM login_challenges",
+        &[],
+    );
     assert_eq!(hash, sha256(&challenge));
     assert!(
         (now() + 295..=now() + 300).contains(&expires_at),
@@ -115,7 +111,7 @@ async fn a_form_login_asks_for_the_code_on_a_second_page_with_single_use_state()
         page.contains("name=\"password\""),
         "back to the password: {page}"
     );
-    let expires: i64 = scalar(&db, "SELECT expires_at FROM login_challenges", []);
+    let expires: i64 = app.scalar("SELECT expires_at FROM login_challenges", &[]);
     assert_eq!(expires, expires_at, "a new challenge keeps the deadline");
 
     // The right code: the session, with otp, and the redirect.
@@ -127,7 +123,7 @@ async fn a_form_login_asks_for_the_code_on_a_second_page_with_single_use_state()
     let again = answer(&app, &next, &totp_code(&secret, 1), "/after").await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.cookie_token(&again), None);
-    let left: i64 = scalar(&db, "SELECT count(*) FROM login_challenges", []);
+    let left: i64 = app.scalar("SELECT count(*) FROM login_challenges", &[]);
     assert_eq!(left, 0);
 
     let audit = app.audit_text();
@@ -188,11 +184,7 @@ async fn a_one_factor_session_sent_back_by_a_two_factor_rule_is_stepped_up() {
     ] {
         assert!(plain.contains("name=\"password\"") && !plain.contains("challenge"));
     }
-    let stored: Option<i64> = scalar(
-        &app.db(),
-        "SELECT replaces_session FROM login_challenges",
-        [],
-    );
+    let stored: Option<i64> = app.scalar("SELECT replaces_session FROM login_challenges", &[]);
     assert_eq!(stored, Some(app.session_id(&old)));
 
     let done = answer(&app, &challenge, &totp_code(&secret, 1), ADMIN_URL).await;
@@ -383,7 +375,7 @@ async fn the_account_page_needs_a_session_and_refuses_other_sites() {
             .unwrap();
         assert_forbidden_json(response).await;
     }
-    let pending: i64 = scalar(&app.db(), "SELECT count(*) FROM totp_pending", []);
+    let pending: i64 = app.scalar("SELECT count(*) FROM totp_pending", &[]);
     assert_eq!(pending, 0, "nothing was begun");
 }
 

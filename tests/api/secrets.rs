@@ -338,7 +338,7 @@ async fn no_secret_is_logged_through_a_whole_session(format: Format) {
     let stored: i64 = scalar(
         &db,
         "SELECT count(*) FROM sessions WHERE token_hash = ?1",
-        [&sha256(&admin_token)[..]],
+        latchkey::db_params![&sha256(&admin_token)[..]],
     );
     assert_eq!(
         stored, 1,
@@ -347,7 +347,7 @@ async fn no_secret_is_logged_through_a_whole_session(format: Format) {
     let stored: Vec<u8> = scalar(
         &db,
         "SELECT secret_hash FROM clients WHERE id = 'proxy'",
-        [],
+        &[],
     );
     assert_eq!(stored, sha256(&client_secret));
     drop(db);

@@ -1,13 +1,16 @@
 //! A real latchkey in this process on port 0 with its own temp database
-//! ([`TestApp`]), and the HTTP calls tests make to any latchkey, this one or
+//! ([`TestApp`]: a SQLite file, or a PostgreSQL database when
+//! `LATCHKEY_TEST_BACKEND=postgres`, see `helpers::postgres`), and the HTTP calls tests make to any latchkey, this one or
 //! the real binary ([`Api`]), down to raw bytes on a TCP connection.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use latchkey::config::{Config, PasswordConfig};
+use latchkey::store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -231,7 +234,10 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>` of `/metrics`, when `metrics.listen` is set.
     pub metrics_address: Option<String>,
     pub config: Config,
+    /// The SQLite file (unused on PostgreSQL: `config.database.url` is set).
     pub db_path: PathBuf,
+    /// The store the fixtures write through, opened on first use.
+    pub(super) fixtures: OnceLock<Store>,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
 }
@@ -251,8 +257,10 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server after `adjust` has changed the test defaults.
 ///
-/// Test defaults: own temp database, one worker, cheap argon2, cookies
-/// without `Secure` (tests speak plain HTTP). Everything else is SPEC default.
+/// Test defaults: own temp database (a SQLite file, or a new PostgreSQL
+/// database under `LATCHKEY_TEST_BACKEND=postgres`), one worker, cheap
+/// argon2, cookies without `Secure` (tests speak plain HTTP). Everything
+/// else is SPEC default.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(Config::default(), adjust).await
 }
@@ -274,6 +282,9 @@ pub async fn spawn_app_from_toml(toml: &str) -> TestApp {
 async fn spawn_app_on(mut config: Config, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     config.database.path = dir.path().join("latchkey.db");
+    if super::postgres::on_postgres() {
+        config.database.url = super::postgres::shared_cluster().create_database();
+    }
     config.server.workers = 1;
     config.password = cheap_passwords();
     config.session.cookie_secure = false;
@@ -289,6 +300,7 @@ async fn spawn_app_on(mut config: Config, adjust: impl FnOnce(&mut Config)) -> T
         api: Api::new(address),
         metrics_address,
         db_path: config.database.path.clone(),
+        fixtures: OnceLock::new(),
         config,
         handle,
         _dir: dir,
@@ -299,6 +311,10 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop the workers; the temp dir goes when the struct does.
         drop(self.handle.stop(false));
+        if !self.config.database.url.is_empty() {
+            // Its connections (the server's, the fixtures') are ended with it.
+            super::postgres::shared_cluster().drop_database(&self.config.database.url);
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 //! user's sessions go with them), so that every row keeps the store's
 //! invariants. Reads go through the store's functions too where one exists;
 //! what a test checks as an outside observer stays plain SQL in the test.
+//!
+//! A [`TestApp`]'s fixtures work on either engine (they take `&dyn Db`, and
+//! its plain-SQL reads, [`TestApp::scalar`], are written in the SQL both
+//! speak); a [`Sandbox`]'s database is a SQLite file, read with rusqlite.
 
 use std::path::Path;
 
@@ -12,10 +16,10 @@ use latchkey::auth::admin::AdminError;
 use latchkey::auth::input::{ClientId, GroupName, Username};
 use latchkey::auth::password::PasswordHashing;
 use latchkey::config::PasswordConfig;
+use latchkey::store::db::{Db, DbExt, Engine, Row, Value};
 use latchkey::store::sessions::Inserted;
-use latchkey::store::{clients, sessions, users, PooledConnection, Store};
-use rusqlite::types::FromSql;
-use rusqlite::{Connection, Params};
+use latchkey::store::{clients, sessions, users, Conn, PooledConnection, Store, StoreError};
+use rusqlite::Connection;
 
 use super::app::TestApp;
 use super::process::Sandbox;
@@ -35,21 +39,19 @@ pub fn open_db(path: &Path) -> Connection {
     conn
 }
 
-/// One value read with plain SQL: how a test looks at a file as an outside
-/// observer, with none of latchkey's code in between.
-pub fn scalar<T: FromSql>(conn: &Connection, sql: &str, params: impl Params) -> T {
-    conn.query_row(sql, params, |r| r.get(0))
+/// The first row of a plain-SQL read (`?1`... parameters): how a test
+/// looks at what is stored as an outside observer. On a rusqlite
+/// [`Connection`] nothing of latchkey's is in between; on a [`Sandbox`] or
+/// [`TestApp`] database, only the engine's own driver.
+pub fn scalar<T: Column>(db: &dyn Db, sql: &str, params: &[Value<'_>]) -> T {
+    db.one(sql, params, |r| T::read(r, 0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// The first column of every row read with plain SQL, in order.
-pub fn column<T: FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
-    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let values = stmt
-        .query_map([], |r| r.get(0))
-        .and_then(|rows| rows.collect::<Result<Vec<T>, _>>())
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    values
+/// The first column of every row of a plain-SQL read, in order.
+pub fn column<T: Column>(db: &dyn Db, sql: &str) -> Vec<T> {
+    db.rows(sql, &[], |r| T::read(r, 0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// A connection from latchkey's own [`Store`] on `path`, as the server and
@@ -76,7 +78,7 @@ pub fn database_bytes(db_path: &Path) -> Vec<u8> {
 
 /// Creates a user whose hash is made with `passwords`; returns the id.
 pub fn insert_user(
-    conn: &Connection,
+    conn: &dyn Db,
     name: &str,
     password: &str,
     passwords: &PasswordConfig,
@@ -103,7 +105,7 @@ pub fn insert_user(
 }
 
 /// Ends every session of `user_id` as the CLI does; returns how many.
-pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
+pub fn delete_sessions_of(conn: &dyn Db, user_id: i64) -> usize {
     sessions::delete_for_user(conn, user_id).expect("delete sessions")
 }
 
@@ -113,7 +115,7 @@ pub fn delete_sessions_of(conn: &Connection, user_id: i64) -> usize {
 /// The store hands out each id once, counting up, so the ids below `id`
 /// still to be handed out are spent by storing and deleting the session
 /// again until its turn comes. Panics if `id` was handed out already.
-pub fn insert_session(conn: &Connection, id: i64, session: &sessions::NewSession<'_>) {
+pub fn insert_session(conn: &dyn Db, id: i64, session: &sessions::NewSession<'_>) {
     let wanted = id;
     let hash = [u8::try_from(wanted).expect("small id"); 32];
     loop {
@@ -140,7 +142,7 @@ pub struct SessionTimes {
 }
 
 /// The times of the session stored under `token_hash`, if there is one.
-pub fn session_times(conn: &Connection, token_hash: &[u8; 32]) -> Option<SessionTimes> {
+pub fn session_times(conn: &dyn Db, token_hash: &[u8; 32]) -> Option<SessionTimes> {
     sessions::find_by_token_hash(conn, token_hash)
         .expect("look the session up")
         .map(|row| SessionTimes {
@@ -157,12 +159,12 @@ pub fn session_times(conn: &Connection, token_hash: &[u8; 32]) -> Option<Session
 /// session's times back (`sessions::extend` only ever moves `expires_at`
 /// forward, as the server must). The row is keyed exactly as the store keys
 /// it, by `lookup_key` and `token_hash`.
-pub fn rewrite_session_times(conn: &Connection, token_hash: &[u8; 32], times: SessionTimes) {
+pub fn rewrite_session_times(conn: &dyn Db, token_hash: &[u8; 32], times: SessionTimes) {
     let changed = conn
         .execute(
             "UPDATE sessions SET created_at = ?3, expires_at = ?4, max_expires_at = ?5
              WHERE lookup_key = ?1 AND token_hash = ?2",
-            rusqlite::params![
+            latchkey::db_params![
                 sessions::lookup_key(token_hash),
                 &token_hash[..],
                 times.created_at,
@@ -174,22 +176,96 @@ pub fn rewrite_session_times(conn: &Connection, token_hash: &[u8; 32], times: Se
     assert_eq!(changed, 1, "no session for that token");
 }
 
+/// A value a plain-SQL read returns, on either engine.
+pub trait Column: Sized {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError>;
+}
+
+impl Column for i64 {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        row.int(i)
+    }
+}
+
+impl Column for Option<i64> {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        row.opt_int(i)
+    }
+}
+
+impl Column for String {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        row.text(i)
+    }
+}
+
+impl Column for Option<String> {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        row.opt_text(i)
+    }
+}
+
+impl Column for Vec<u8> {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        row.blob(i)
+    }
+}
+
+impl<A: Column, B: Column> Column for (A, B) {
+    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+        Ok((A::read(row, i)?, B::read(row, i + 1)?))
+    }
+}
+
 impl TestApp {
-    /// A direct connection to the server's database file, for checking
-    /// what is stored.
-    pub fn db(&self) -> Connection {
-        open_db(&self.db_path)
+    /// The store the fixtures write through: latchkey's own, on the
+    /// server's database, as another process (the CLI) would open it.
+    pub fn store(&self) -> &Store {
+        self.fixtures.get_or_init(|| {
+            Store::open_config(&latchkey::config::DatabaseConfig {
+                pool_size: 2,
+                ..self.config.database.clone()
+            })
+            .expect("open the test database")
+        })
     }
 
-    /// A connection through latchkey's own store on the server's file, as
-    /// another process (the CLI) would have.
-    pub fn store_connection(&self) -> PooledConnection {
-        store_connection(&self.db_path)
+    /// Which engine the server runs on.
+    pub fn engine(&self) -> Engine {
+        self.db().engine()
     }
 
-    /// The bytes of the server's database file and any -wal/-shm beside it.
+    /// A connection to the server's database, for reading what is stored.
+    pub fn db(&self) -> Conn {
+        self.store().conn().expect("a database connection")
+    }
+
+    /// A connection through latchkey's own store on the server's database,
+    /// as another process (the CLI) would have, for writing fixtures.
+    pub fn store_connection(&self) -> Conn {
+        self.db()
+    }
+
+    /// The first row of a plain-SQL read (`?1`... parameters, SQL both
+    /// engines speak), as an outside observer looks at what is stored.
+    pub fn scalar<T: Column>(&self, sql: &str, params: &[Value<'_>]) -> T {
+        scalar(&self.db(), sql, params)
+    }
+
+    /// The first column of every row of a plain-SQL read, in order.
+    pub fn column<T: Column>(&self, sql: &str) -> Vec<T> {
+        column(&self.db(), sql)
+    }
+
+    /// Everything the server's database holds, as bytes: the SQLite file
+    /// and any -wal/-shm beside it, or on PostgreSQL every value of every
+    /// column (byte strings as their bytes, the rest as text), for checking
+    /// that a secret is not among them.
     pub fn database_bytes(&self) -> Vec<u8> {
-        database_bytes(&self.db_path)
+        if self.engine() == Engine::Sqlite {
+            return database_bytes(&self.db_path);
+        }
+        postgres_bytes(&self.db())
     }
 
     /// Creates a user with the server's password parameters; returns the id.
@@ -256,8 +332,7 @@ impl TestApp {
     /// The administrator's use cases on the server's database, as the CLI
     /// (another process) has them.
     pub fn admin(&self) -> Admin {
-        let store = Store::open(&self.db_path, 1).expect("open store");
-        Admin::new(store, &self.config.password).unwrap()
+        Admin::new(self.store().clone(), &self.config.password).unwrap()
     }
 
     /// Puts `user` in `group`, creating the group first if it does not
@@ -305,10 +380,9 @@ impl TestApp {
     /// Every text stored in the audit table, joined: for checking that no
     /// secret is among them.
     pub fn audit_text(&self) -> String {
-        column::<String>(
-            &self.db(),
-            "SELECT event || ' ' || ifnull(username, '') || ' ' || ifnull(username_folded, '')
-                    || ' ' || ifnull(ip, '') || ' ' || ifnull(user_agent, '') || ' ' || source
+        self.column::<String>(
+            "SELECT event || ' ' || coalesce(username, '') || ' ' || coalesce(username_folded, '')
+                    || ' ' || coalesce(ip, '') || ' ' || coalesce(user_agent, '') || ' ' || source
                     || ' ' || detail FROM audit ORDER BY id",
         )
         .join("\n")
@@ -359,14 +433,32 @@ impl TestApp {
 }
 
 impl Sandbox {
-    /// A direct connection to the sandbox's database, for checking what is stored.
-    pub fn db(&self) -> Connection {
-        open_db(&self.db_path())
+    /// A connection to the sandbox's database, for checking what is
+    /// stored: a plain rusqlite connection to the file (nothing of
+    /// latchkey's in between: the file may be anyone's), or latchkey's own
+    /// on the sandbox's PostgreSQL database.
+    pub fn db(&self) -> Box<dyn Db> {
+        match self.postgres_store() {
+            Some(store) => Box::new(store.conn().expect("a database connection")),
+            None => Box::new(open_db(&self.db_path())),
+        }
     }
 
-    /// The bytes of the database file and of any -wal/-shm/-journal beside it.
+    /// A connection through latchkey's own store, for writing fixtures.
+    pub fn store_connection(&self) -> Box<dyn Db> {
+        match self.postgres_store() {
+            Some(store) => Box::new(store.conn().expect("a database connection")),
+            None => Box::new(store_connection(&self.db_path())),
+        }
+    }
+
+    /// Everything the sandbox's database holds, as bytes, as
+    /// [`TestApp::database_bytes`] reads it.
     pub fn database_bytes(&self) -> Vec<u8> {
-        database_bytes(&self.db_path())
+        match self.database_url() {
+            Some(_) => postgres_bytes(&self.db()),
+            None => database_bytes(&self.db_path()),
+        }
     }
 
     pub fn user_id(&self, name: &str) -> i64 {
@@ -423,11 +515,41 @@ impl Sandbox {
             user_agent,
             amr: 1,
         };
-        insert_session(&store_connection(&self.db_path()), id, &session);
+        insert_session(&self.store_connection(), id, &session);
     }
 
     /// Ids of the stored session rows, expired ones too, ascending.
     pub fn session_ids(&self) -> Vec<i64> {
         column(&self.db(), "SELECT id FROM sessions ORDER BY id")
     }
+}
+
+/// Every value of every column of the PostgreSQL database `db` is on, as
+/// bytes: byte strings as their bytes, the rest as text.
+fn postgres_bytes(db: &dyn Db) -> Vec<u8> {
+    let columns: Vec<(String, String)> = db
+        .rows(
+            "SELECT table_name::text, column_name::text || ' ' || data_type::text
+             FROM information_schema.columns WHERE table_schema = current_schema()",
+            &[],
+            |r| <(String, String)>::read(r, 0),
+        )
+        .expect("list the columns");
+    let mut bytes = Vec::new();
+    for (table, column_and_type) in columns {
+        let (name, data_type) = column_and_type.split_once(' ').expect("name and type");
+        let select = format!("SELECT \"{name}\" FROM \"{table}\" WHERE \"{name}\" IS NOT NULL");
+        let values: Vec<Vec<u8>> = if data_type == "bytea" {
+            column(db, &select)
+        } else {
+            let as_text = select.replacen(&format!("\"{name}\""), &format!("\"{name}\"::text"), 1);
+            let text: Vec<String> = column(db, &as_text);
+            text.into_iter().map(String::into_bytes).collect()
+        };
+        for value in values {
+            bytes.extend(value);
+            bytes.push(b'\n');
+        }
+    }
+    bytes
 }

@@ -6,12 +6,17 @@
 //! The programs are Debian's `postgresql` package, installed by `.ci/run`.
 //! Where they are missing the test says so and passes, except under CI
 //! (`CI` set), where it fails.
+//!
+//! `LATCHKEY_TEST_BACKEND=postgres` runs the in-process apps of the whole
+//! suite (`spawn_app*`) on PostgreSQL: one cluster for the test process
+//! ([`shared_cluster`]), a database of its own for each app.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use super::process::{execute, Run};
 use super::proxies::{free_port, wait_for_port};
@@ -83,7 +88,9 @@ impl PgCluster {
              # A throwaway cluster: durability only costs time.\n\
              fsync = off\n\
              synchronous_commit = off\n\
-             full_page_writes = off\n",
+             full_page_writes = off\n\
+             # The whole suite at once: each app's pool and fixtures.\n\
+             max_connections = 400\n",
             port = cluster.port,
             socket = cluster.dir.path().display(),
         );
@@ -112,6 +119,15 @@ impl PgCluster {
         let name = format!("latchkey_test_{n}");
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
         self.url(&name)
+    }
+
+    /// Drops the database `url` names, ending the sessions still on it.
+    pub fn drop_database(&self, url: &str) {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        // Not `psql`: this runs from destructors, where a panic would abort.
+        if let Err(e) = self.try_psql("postgres", &format!("DROP DATABASE {name} WITH (FORCE)")) {
+            eprintln!("cannot drop test database {name}: {e}");
+        }
     }
 
     /// Stops the server cleanly (`-m fast`: sessions are ended) and starts
@@ -197,6 +213,33 @@ impl PgCluster {
         execute(pg_ctl, None)
     }
 
+    /// Leaves behind a shell that waits for this process to end, however
+    /// it ends, then stops the server and deletes its directory.
+    fn stop_after_this_process(&self) {
+        let pg_ctl = self.server_program("pg_ctl");
+        let mut stop: Vec<String> = std::iter::once(pg_ctl.get_program())
+            .chain(pg_ctl.get_args())
+            .map(|arg| format!("'{}'", arg.to_string_lossy()))
+            .collect();
+        stop.push(format!(
+            "-D '{}' -w -t 15 stop -m immediate",
+            self.data_dir().display()
+        ));
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            stop = stop.join(" "),
+            dir = self.dir.path().display(),
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the cluster's watchdog");
+    }
+
     /// One of the server's programs, run as the user that owns the cluster.
     fn server_program(&self, name: &str) -> Command {
         let program = self.bin.join(name);
@@ -228,6 +271,30 @@ impl Drop for PgCluster {
             .stderr(std::process::Stdio::null());
         let _ = stop.status();
     }
+}
+
+/// Whether the in-process apps run on PostgreSQL: `LATCHKEY_TEST_BACKEND`
+/// is `postgres` (`sqlite`, or unset, is the default).
+pub fn on_postgres() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("LATCHKEY_TEST_BACKEND={other}: expected sqlite or postgres"),
+    })
+}
+
+/// The cluster the in-process apps share when [`on_postgres`]: started by
+/// the first app, and stopped and deleted by a watchdog once this test
+/// process is gone (a static is never dropped).
+pub fn shared_cluster() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let cluster = PgCluster::start()
+            .expect("LATCHKEY_TEST_BACKEND=postgres needs PostgreSQL (apt-get install postgresql)");
+        cluster.stop_after_this_process();
+        cluster
+    })
 }
 
 /// The directory holding `initdb` and `pg_ctl`, or `None` (a failure under

@@ -61,29 +61,64 @@ impl Run {
     }
 }
 
-/// A temporary working directory holding the database of one test.
+/// A temporary working directory holding the database of one test: a
+/// SQLite file in it, or under `LATCHKEY_TEST_BACKEND=postgres` a
+/// PostgreSQL database of its own (dropped with the sandbox).
 pub struct Sandbox {
     dir: tempfile::TempDir,
     cheap_passwords: bool,
+    /// The PostgreSQL database the commands use, when not the file.
+    database_url: Option<String>,
+    /// latchkey's store on that database, for the fixtures; opened on first use.
+    postgres_store: std::sync::OnceLock<latchkey::store::Store>,
 }
 
 impl Sandbox {
-    /// A sandbox whose commands hash passwords with the cheapest argon2.
+    /// A sandbox whose commands hash passwords with the cheapest argon2, on
+    /// the suite's backend.
     pub fn new() -> Sandbox {
+        let database_url = super::postgres::on_postgres()
+            .then(|| super::postgres::shared_cluster().create_database());
         Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
             cheap_passwords: true,
+            database_url,
+            postgres_store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A sandbox on a SQLite file whatever the suite's backend: for tests
+    /// of what only the file has (its modes, its journal, backups,
+    /// migrations of old files, crashes mid-write).
+    pub fn on_sqlite_file() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+            cheap_passwords: true,
+            database_url: None,
+            postgres_store: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The PostgreSQL database's URL, when the sandbox is on one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// latchkey's store on the sandbox's PostgreSQL database, if it is on one.
+    pub fn postgres_store(&self) -> Option<&latchkey::store::Store> {
+        let url = self.database_url.as_deref()?;
+        Some(self.postgres_store.get_or_init(|| {
+            latchkey::store::Store::open_postgres(url, 2).expect("open the test database")
+        }))
     }
 
     /// A sandbox whose commands hash passwords with the SPEC's argon2
     /// parameters, for tests that measure the real cost.
     #[allow(dead_code)] // Only tests/load.rs measures.
     pub fn with_spec_passwords() -> Sandbox {
-        Sandbox {
-            cheap_passwords: false,
-            ..Sandbox::new()
-        }
+        let mut sandbox = Sandbox::new();
+        sandbox.cheap_passwords = false;
+        sandbox
     }
 
     /// The directory itself: the commands' current directory.
@@ -117,6 +152,9 @@ impl Sandbox {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.bare_command(args);
         cmd.env("LATCHKEY_DATABASE__PATH", self.db_path());
+        if let Some(url) = &self.database_url {
+            cmd.env("LATCHKEY_DATABASE__URL", url);
+        }
         if self.cheap_passwords {
             cmd.env("LATCHKEY_PASSWORD__MEMORY_KIB", "8")
                 .env("LATCHKEY_PASSWORD__ITERATIONS", "1");
@@ -449,4 +487,12 @@ pub fn parse_json_log(lines: &[String]) -> Vec<serde_json::Map<String, serde_jso
             object
         })
         .collect()
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(url) = &self.database_url {
+            super::postgres::shared_cluster().drop_database(url);
+        }
+    }
 }
