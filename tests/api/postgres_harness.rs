@@ -6,6 +6,7 @@
 //! missing the test says so and passes, except under CI (`CI` set).
 
 use crate::helpers::*;
+use latchkey::store::db::Engine;
 
 const USERS_EXISTS: &str =
     "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'users'";
@@ -47,4 +48,27 @@ fn a_throwaway_cluster_takes_the_schema_and_survives_a_restart() {
     assert!(down.is_err(), "a stopped server answered: {down:?}");
     pg.start_again();
     assert_eq!(pg.psql(&first, "SELECT count(*) FROM users"), "0");
+}
+
+/// The second pass of the suite (`LATCHKEY_TEST_BACKEND=postgres`) must
+/// really run on PostgreSQL: were the switch ignored, every contract test
+/// would pass again on SQLite and prove nothing about the other engine.
+#[tokio::test]
+async fn the_suite_runs_on_the_backend_it_was_asked_for() {
+    let app = spawn_app().await;
+    let expected = if on_postgres() {
+        Engine::Postgres
+    } else {
+        Engine::Sqlite
+    };
+    assert_eq!(app.engine(), expected);
+    // And the server itself, not only the test's connection, stores there:
+    // a login made over HTTP is a row the engine's own connection reads.
+    app.add_user("harness", "a long enough password");
+    app.login_token("harness", "a long enough password").await;
+    assert_eq!(
+        app.scalar::<i64>("SELECT count(*) FROM sessions", &[]),
+        1,
+        "the login did not reach the {expected:?} database"
+    );
 }
