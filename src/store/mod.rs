@@ -284,6 +284,7 @@ impl Store {
         // tying store/ to actix-web. The PostgreSQL client must run there:
         // it drives a runtime of its own, which panics on an async worker.
         tokio::task::spawn_blocking(move || {
+            pg::allow_blocking_here();
             let _permit = permit;
             // Free by now, unless the CLI holds one.
             match backend {

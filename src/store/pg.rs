@@ -5,6 +5,7 @@
 //! of its own: it must only ever be called on a blocking thread (a call on
 //! an async worker panics), which `Store::run` guarantees.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::Mutex;
@@ -42,12 +43,33 @@ const MIGRATION_LOCK: i64 = 0x006c_6b2d_6d69_6772;
 /// How long a new connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// Set by [`allow_blocking_here`] on a thread of tokio's blocking pool,
+    /// where a runtime's handle is current too, yet blocking (and so the
+    /// client's own runtime) is allowed.
+    static MAY_BLOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as one of tokio's blocking pool (`Store::run` calls it
+/// first thing there): the client may be called on it directly. Without the
+/// mark, every query would take the detour of a thread of its own, which
+/// cost PostgreSQL's `/verify` most of its CPU (see docs/benchmarks.md).
+pub(super) fn allow_blocking_here() {
+    MAY_BLOCK.with(|may| may.set(true));
+}
+
+/// Whether a call here must move to a thread of its own: a tokio runtime
+/// runs on this thread, and it is not a blocking-pool one.
+fn on_async_thread() -> bool {
+    !MAY_BLOCK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok()
+}
+
 /// One connection and the statements prepared on it.
 ///
-/// Usable from any thread, a runtime's included: a call made where a tokio
-/// runtime runs is carried out on a short-lived thread of its own (the
-/// server's request paths never do this: `Store::run` calls from its
-/// blocking pool; the start-up checks and tests' fixtures may).
+/// Usable from any thread, a runtime's included: a call made on an async
+/// thread is carried out on a short-lived thread of its own (the server's
+/// request paths never do this: `Store::run` calls from the blocking pool;
+/// the start-up checks and tests' fixtures may).
 pub struct PgConnection {
     /// `None` only while being dropped.
     client: Mutex<Option<Client>>,
@@ -75,7 +97,7 @@ impl PgConnection {
                 None => Err(StoreError::Task("the connection is closed".to_owned())),
             }
         };
-        if tokio::runtime::Handle::try_current().is_err() {
+        if !on_async_thread() {
             return call();
         }
         std::thread::scope(|scope| {
@@ -109,7 +131,7 @@ impl Drop for PgConnection {
         // Closing talks to the server through the client's own runtime,
         // which cannot run on a thread that runs one already.
         if let Some(client) = client {
-            if tokio::runtime::Handle::try_current().is_ok() {
+            if on_async_thread() {
                 std::thread::spawn(move || drop(client));
             }
         }
