@@ -215,6 +215,9 @@ impl PgCluster {
 
     /// Leaves behind a shell that waits for this process to end, however
     /// it ends, then stops the server and deletes its directory.
+    // Never waited for: the shell outlives this process by design, and is
+    // reaped by whoever inherits it.
+    #[allow(clippy::zombie_processes)]
     fn stop_after_this_process(&self) {
         let pg_ctl = self.server_program("pg_ctl");
         let mut stop: Vec<String> = std::iter::once(pg_ctl.get_program())
