@@ -24,16 +24,19 @@
 //!
 //! This file owns the command line, the server modes' dispatch, the run's
 //! settings and header, and the order of a run: seed, rounds of scenarios,
-//! in-process lookups, report. The rest: [`scenarios`] (what each loads, and
-//! running one), [`servers`] (the servers under test), [`wrk`] (the load
-//! generator), [`seed`] (databases and the cache), [`procfs`] (CPU and memory
-//! from /proc), [`lookup`] (in-process lookup timing), [`report`] (the
-//! tables), [`process`] (child processes).
+//! in-process lookups, report. The rest: [`scenarios`] (what each loads),
+//! [`run`] (running one), [`servers`] (the servers under test), [`wrk`] (the
+//! load generator), [`seed`] (databases and the cache), [`postgres`] (the
+//! PostgreSQL rows' cluster and databases), [`procfs`] (CPU and memory from
+//! /proc), [`lookup`] (in-process lookup timing), [`report`] (the tables),
+//! [`process`] (child processes).
 
 mod lookup;
+mod postgres;
 mod process;
 mod procfs;
 mod report;
+mod run;
 mod scenarios;
 mod seed;
 mod servers;
@@ -50,9 +53,11 @@ use latchkey::auth::password::PasswordHashing;
 use latchkey::Config;
 
 use crate::lookup::lookup_costs;
+use crate::postgres::{db_copy, find_programs, PgCluster};
 use crate::process::find_on_path;
 use crate::report::{count_label, latency, median_rows, print_report};
-use crate::scenarios::{run_scenario, Prepared, Row};
+use crate::run::{run_scenario, Row};
+use crate::scenarios::{Engine, Prepared};
 use crate::seed::time_argon2;
 use crate::servers::{baseline, serve};
 use crate::wrk::{ensure_wrk, wrk_version};
@@ -102,7 +107,8 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     large_sessions: u64,
     /// Runs only these scenarios, by number (e.g. `--only 4,5`); the bare
-    /// route (1) always runs, since every ratio is taken against it
+    /// route (1) always runs, since every ratio is taken against it, and
+    /// `/verify` on SQLite (2) whenever a PostgreSQL row does
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     only: Vec<usize>,
     /// Runs the scenarios this many times, interleaved, and reports for each
@@ -126,6 +132,14 @@ enum Mode {
     /// Runs the bare actix-web baseline.
     #[command(name = "__baseline", hide = true)]
     Baseline,
+    /// `latchkey --config CONFIG db copy --to URL`, for the PostgreSQL rows.
+    #[command(name = "__db-copy", hide = true)]
+    DbCopy {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +147,7 @@ fn main() -> ExitCode {
     let result = match &cli.mode {
         Some(Mode::Serve { config }) => serve(config),
         Some(Mode::Baseline) => baseline(),
+        Some(Mode::DbCopy { config, to }) => db_copy(config, to),
         None => bench(&cli),
     };
     match result {
@@ -234,7 +249,21 @@ fn bench(cli: &Cli) -> Result<()> {
             scenarios.len()
         );
     }
-    let selected = |number: usize| number == 1 || cli.only.is_empty() || cli.only.contains(&number);
+    let chosen = |number: usize| number == 1 || cli.only.is_empty() || cli.only.contains(&number);
+    let postgres_rows: Vec<usize> = (1..=scenarios.len())
+        .filter(|&n| scenarios[n - 1].engine == Engine::Postgres)
+        .collect();
+    // The PostgreSQL rows are reported against row 2 of the same run.
+    let postgres_chosen = postgres_rows.iter().any(|&n| chosen(n));
+    let pg = if postgres_chosen {
+        start_postgres(&ctx, &postgres_rows)?
+    } else {
+        None
+    };
+    let selected = |number: usize| {
+        let postgres = postgres_rows.contains(&number);
+        (chosen(number) || (number == 2 && postgres_chosen)) && (!postgres || pg.is_some())
+    };
     // Rounds run every scenario in turn, so a slow spell of the machine
     // (other guests on the host) lands on all of them, not on one.
     let mut rows = Vec::new();
@@ -255,7 +284,7 @@ fn bench(cli: &Cli) -> Result<()> {
                 scenario.name,
                 secs
             ));
-            let row = run_scenario(&ctx, scenario, number, &unknown)
+            let row = run_scenario(&ctx, scenario, number, &unknown, pg.as_ref())
                 .with_context(|| format!("scenario {:?}", scenario.name))?;
             progress(&format!(
                 "      {:.0} requests/s, p99 {}",
@@ -279,8 +308,36 @@ fn bench(cli: &Cli) -> Result<()> {
         pinned,
         started.elapsed(),
     );
+    drop(pg);
     drop(work);
     Ok(())
+}
+
+/// The PostgreSQL rows' cluster, started and said so in the header; or
+/// `None` (the rows skipped, with a one-line note) where PostgreSQL is not
+/// installed.
+fn start_postgres(ctx: &Ctx, rows: &[usize]) -> Result<Option<PgCluster>> {
+    let rows = rows
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match find_programs() {
+        Ok(programs) => {
+            progress("starting a PostgreSQL cluster for the PostgreSQL rows");
+            let cluster = PgCluster::start(ctx, programs).context("PostgreSQL cluster")?;
+            println!("postgres: {}", cluster.describe());
+            println!();
+            Ok(Some(cluster))
+        }
+        Err(why) => {
+            let note = format!("postgres: rows {rows} skipped: {why}");
+            progress(&note);
+            println!("{note}");
+            println!();
+            Ok(None)
+        }
+    }
 }
 
 /// A temporary directory removed when dropped.

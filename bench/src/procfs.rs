@@ -1,7 +1,8 @@
 //! /proc sampling on Linux: a process's CPU ticks (utime + stime), the
 //! machine's and each pinned core's busy and steal ticks, turned into CPU
-//! use per measured run; a process's peak RSS (VmHWM); and the wait for
-//! the machine to be quiet before a scenario.
+//! use per measured run; a process's peak RSS (VmHWM); a process's
+//! children (PostgreSQL's backends); and the wait for the machine to be
+//! quiet before a scenario.
 
 use std::collections::HashMap;
 use std::fs;
@@ -30,17 +31,44 @@ fn cpu_share(ticks: u64, wall: Duration) -> f64 {
     ticks as f64 / CLOCK_TICKS_PER_SEC / wall.as_secs_f64().max(1e-9)
 }
 
+/// The processes of PID's children (from every `/proc/<pid>/stat`).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // The parent is field 4, the second after the parenthesised name.
+                stat.rfind(')')
+                    .and_then(|end| stat.get(end + 2..))
+                    .and_then(|rest| rest.split_whitespace().nth(1))
+                    .and_then(|ppid| ppid.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}
+
 /// The CPU counters one measurement needs, taken at one moment.
 pub struct CpuTicks {
     /// `/proc/stat`: line name (`cpu`, `cpu0`, …) → its counters.
     system: HashMap<String, Vec<u64>>,
+    /// Every server instance's, summed.
     server: u64,
     flood: u64,
+    /// The database server's processes (PostgreSQL's), summed.
+    database: Option<u64>,
     this: u64,
 }
 
 impl CpuTicks {
-    pub fn take(server: u32, flood: Option<u32>) -> CpuTicks {
+    /// `database`: `None` when no database server runs beside the servers
+    /// (SQLite is in the server process), else its processes at this moment.
+    pub fn take(servers: &[u32], flood: Option<u32>, database: Option<&[u32]>) -> CpuTicks {
+        let sum = |pids: &[u32]| pids.iter().filter_map(|&pid| cpu_ticks(pid)).sum();
         let system = fs::read_to_string("/proc/stat")
             .unwrap_or_default()
             .lines()
@@ -53,8 +81,9 @@ impl CpuTicks {
             .collect();
         CpuTicks {
             system,
-            server: cpu_ticks(server).unwrap_or(0),
+            server: sum(servers),
             flood: flood.and_then(cpu_ticks).unwrap_or(0),
+            database: database.map(sum),
             this: cpu_ticks(std::process::id()).unwrap_or(0),
         }
     }
@@ -75,9 +104,12 @@ impl CpuTicks {
 /// CPU use during a measured run, in cores (1.0 = one core busy all along).
 #[derive(Debug, Clone, Copy)]
 pub struct CpuUse {
+    /// Every server instance's process, summed.
     pub server: f64,
     /// wrk, and the flood's wrk when there is one.
     pub load: f64,
+    /// The database server's processes (PostgreSQL's), when there are any.
+    pub database: Option<f64>,
     /// Every other process on the machine (another build, say).
     pub other: f64,
     /// Busy share of the pinned cores, kernel work (loopback, softirq) included.
@@ -93,10 +125,14 @@ impl CpuUse {
         let server = after.server.saturating_sub(before.server);
         let load = wrk_ticks + after.flood.saturating_sub(before.flood);
         let this = after.this.saturating_sub(before.this);
+        let database = match (before.database, after.database) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
         let other = match (before.counters("cpu"), after.counters("cpu")) {
-            (Some((p0, ..)), Some((p1, ..))) => {
-                p1.saturating_sub(p0).saturating_sub(server + load + this)
-            }
+            (Some((p0, ..)), Some((p1, ..))) => p1
+                .saturating_sub(p0)
+                .saturating_sub(server + load + this + database.unwrap_or(0)),
             _ => 0,
         };
         let share_of_core = |n: &str, field: fn((u64, u64, u64, u64)) -> u64| -> Option<f64> {
@@ -110,6 +146,7 @@ impl CpuUse {
         CpuUse {
             server: cpu_share(server, wall),
             load: cpu_share(load, wall),
+            database: database.map(|ticks| cpu_share(ticks, wall)),
             other: cpu_share(other, wall),
             server_core: core(SERVER_CORE),
             load_core: core(LOAD_CORE),
@@ -119,13 +156,14 @@ impl CpuUse {
 }
 
 /// Waits (at most 60 s) until other processes use less than a fifth of a
-/// core, so that a concurrent build does not skew a scenario unnoticed.
-pub fn wait_for_quiet(server: u32) {
+/// core, so that a concurrent build does not skew a scenario unnoticed (a
+/// database server's processes count as other: they should be idle too).
+pub fn wait_for_quiet(servers: &[u32]) {
     const LIMIT: f64 = 0.2;
-    let mut before = CpuTicks::take(server, None);
+    let mut before = CpuTicks::take(servers, None, None);
     for waited in 0..60 {
         std::thread::sleep(Duration::from_secs(1));
-        let after = CpuTicks::take(server, None);
+        let after = CpuTicks::take(servers, None, None);
         let other = CpuUse::between(&before, &after, 0, Duration::from_secs(1)).other;
         if other < LIMIT {
             return;

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::scenarios::Row;
+use crate::run::Row;
 use crate::wrk::WrkResult;
 use crate::FLOOD_CONNECTIONS;
 
@@ -52,7 +52,7 @@ pub fn count_label(n: usize) -> String {
     }
 }
 
-fn thousands(n: f64) -> String {
+pub fn thousands(n: f64) -> String {
     let digits = format!("{:.0}", n.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -128,7 +128,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// The server process's CPU time per request answered, in µs.
-fn server_cpu_us(row: &Row) -> f64 {
+pub fn server_cpu_us(row: &Row) -> f64 {
     row.cpu.server / row.result.rps() * 1e6
 }
 
@@ -165,9 +165,14 @@ pub fn median_rows(mut rows: Vec<Row>) -> Vec<Row> {
     rows.chunk_by(|a, b| a.number == b.number)
         .filter_map(|rounds| {
             let middle = rounds.get(rounds.len() / 2)?;
+            let vs_quiet = || rounds.iter().map(|r| r.vs_quiet_verify);
             Some(Row {
                 ratio_range: (rounds.first()?.ratio, rounds.last()?.ratio),
-                vs_quiet_verify: median(rounds.iter().map(|r| r.vs_quiet_verify).collect())?,
+                vs_quiet_verify: median(vs_quiet().collect())?,
+                vs_quiet_range: (
+                    vs_quiet().fold(f64::INFINITY, f64::min),
+                    vs_quiet().fold(f64::NEG_INFINITY, f64::max),
+                ),
                 ..middle.clone()
             })
         })
@@ -294,12 +299,16 @@ pub fn print_report(
     if pinned {
         header.extend(["server core busy", "of it steal", "wrk core busy"]);
     }
-    header.extend([
-        "server process",
-        "wrk process",
-        "other",
-        "server CPU per request",
-    ]);
+    header.extend(["server process", "wrk process"]);
+    // PostgreSQL's processes, for the rows that run on it.
+    let database = rows.iter().any(|r| r.cpu.database.is_some());
+    if database {
+        header.push("postgres");
+    }
+    header.extend(["other", "server CPU per request"]);
+    if database {
+        header.push("postgres CPU per request");
+    }
     let mut table = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     let mut client_bound = Vec::new();
     let mut disturbed = Vec::new();
@@ -313,8 +322,17 @@ pub fn print_report(
         }
         line.push(format!("{:.2}", c.server));
         line.push(format!("{:.2}", c.load));
+        let postgres = c
+            .database
+            .map(|cores| (cores, cores / row.result.rps() * 1e6));
+        if database {
+            line.push(postgres.map_or("-".to_owned(), |(cores, _)| format!("{cores:.2}")));
+        }
         line.push(format!("{:.2}", c.other));
         line.push(format!("{:.1} µs", server_cpu_us(row)));
+        if database {
+            line.push(postgres.map_or("-".to_owned(), |(_, us)| format!("{us:.1} µs")));
+        }
         table.push(line);
         if c.load_core.is_some_and(|busy| busy > 0.95) {
             client_bound.push((row.number).to_string());
@@ -351,6 +369,7 @@ pub fn print_report(
     print_metrics_cost(rows);
     print_two_factor_cost(rows);
     print_totp_login_cost(rows);
+    crate::postgres::print_rows_summary(rows);
     println!();
     println!("total time {:.0} s", elapsed.as_secs_f64());
 }

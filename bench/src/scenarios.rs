@@ -1,32 +1,21 @@
 //! The scenarios: what each one loads (the Lua mode, its tokens, its
-//! database), seeding their databases, and running one: a fresh server on a
-//! fresh copy of its database, the preflight, a warm-up, the login flood
-//! beside it where there is one, and the measured wrk run with its CPU and
-//! peak RSS.
+//! database and engine, how many server instances), and seeding their
+//! databases. Running one is [`crate::run`]'s.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use latchkey::auth::token::Token;
 use latchkey::auth::totp::{Secret, STEP_SECS};
 use latchkey::auth::{unix_now, Amr};
 use latchkey::config::Policy;
 
-use crate::procfs::{vm_hwm_kib, wait_for_quiet, CpuTicks, CpuUse};
 use crate::report::count_label;
-use crate::seed::{
-    copy_database, large_database, remove_database, seed, totp_user_name, write_lines, SeedSpec,
-};
-use crate::servers::{
-    preflight_baseline, preflight_factor_rule, preflight_latchkey, preflight_totp_login,
-    start_server, Rules, ServeWith,
-};
-use crate::wrk::{finish_wrk, spawn_wrk, write_script, Half, RunningWrk, WrkResult};
+use crate::seed::{large_database, seed, totp_user_name, write_lines, SeedSpec};
+use crate::servers::{Rules, ServeWith};
 use crate::{
-    progress, Ctx, ACCESS_RULES, CONNECTIONS, FLOOD_CONNECTIONS, SAMPLE_TOKENS,
-    SESSION_LIFETIME_SECS, SMALL_SESSIONS, THROWAWAY_SESSIONS, WARMUP_SECS,
+    progress, Ctx, ACCESS_RULES, CONNECTIONS, SAMPLE_TOKENS, SESSION_LIFETIME_SECS, SMALL_SESSIONS,
+    THROWAWAY_SESSIONS,
 };
 
 /// Connections of the login scenario: as many as the pinned server's hashing
@@ -41,8 +30,8 @@ const LOGIN_CONNECTIONS: usize = 4;
 const TOTP_HEADROOM: f64 = 3.0;
 const MIN_TOTP_HALF: usize = 1_000;
 const MAX_TOTP_HALF: usize = 100_000;
-/// Seconds the flood runs before the measured load starts.
-const FLOOD_LEAD_SECS: u64 = 1;
+/// Server instances of the second PostgreSQL row.
+pub const PG_INSTANCES: usize = 2;
 
 /// The scenarios of a run, and what they read.
 pub struct Prepared {
@@ -284,6 +273,27 @@ pub fn prepare(
                 },
             )
         },
+        // Row 2's load with latchkey on PostgreSQL (row 2's database, copied
+        // over by `latchkey db copy`), on one instance and then on two that
+        // share the database: the price of the network round trip, reported
+        // beside row 2 of the same run.
+        Scenario {
+            engine: Engine::Postgres,
+            ..Scenario::new(
+                &format!("verify, bearer, PostgreSQL ({k})"),
+                Some(small_db_ref.clone()),
+                Load::dynamic("bearer", &small_tokens),
+            )
+        },
+        Scenario {
+            engine: Engine::Postgres,
+            instances: PG_INSTANCES,
+            ..Scenario::new(
+                &format!("verify, bearer, PostgreSQL, {PG_INSTANCES} instances ({k})"),
+                Some(small_db_ref),
+                Load::dynamic("bearer", &small_tokens),
+            )
+        },
     ];
     Ok(Prepared {
         scenarios,
@@ -295,8 +305,8 @@ pub fn prepare(
 /// Where a latchkey scenario's database comes from, and one valid token in it.
 #[derive(Clone)]
 pub struct DbRef {
-    pristine: PathBuf,
-    valid: String,
+    pub pristine: PathBuf,
+    pub valid: String,
 }
 
 pub enum Load {
@@ -340,7 +350,7 @@ impl Load {
     }
 
     /// Logins, counted by status.
-    fn logins(mode: &'static str) -> Load {
+    pub fn logins(mode: &'static str) -> Load {
         Load::Dynamic {
             mode,
             tokens: None,
@@ -349,21 +359,47 @@ impl Load {
             totp: None,
         }
     }
+
+    /// Whether its requests use things up (sessions logged out, TOTP steps),
+    /// so that two wrk processes would share, not split, its pools.
+    pub fn single_use(&self) -> bool {
+        matches!(
+            self,
+            Load::Dynamic {
+                throwaway: Some(_),
+                ..
+            } | Load::Dynamic { totp: Some(_), .. }
+        )
+    }
+}
+
+/// Where a latchkey scenario's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Its SQLite file (a fresh copy per run), in the server process.
+    Sqlite,
+    /// A fresh PostgreSQL database per run on the bench's own cluster, made
+    /// from that copy by `latchkey db copy`.
+    Postgres,
 }
 
 pub struct Scenario {
     pub name: String,
     /// `None` runs the baseline server.
-    db: Option<DbRef>,
-    load: Load,
+    pub db: Option<DbRef>,
+    pub engine: Engine,
+    /// latchkey instances on the one database, each loaded by a wrk of its
+    /// own with its share of the connections.
+    pub instances: usize,
+    pub load: Load,
     /// Run a wrong-password login flood beside the measured load.
-    flood: bool,
+    pub flood: bool,
     /// The errors column counts socket errors only (login statuses are footnoted).
-    socket_errors_only: bool,
-    /// Concurrent connections of the measured load.
-    connections: usize,
+    pub socket_errors_only: bool,
+    /// Concurrent connections of the measured load (over all instances).
+    pub connections: usize,
     /// Access rules, metrics.
-    serve_with: ServeWith,
+    pub serve_with: ServeWith,
 }
 
 impl Scenario {
@@ -371,6 +407,8 @@ impl Scenario {
         Scenario {
             name: name.to_owned(),
             db,
+            engine: Engine::Sqlite,
+            instances: 1,
             load,
             flood: false,
             socket_errors_only: false,
@@ -378,146 +416,4 @@ impl Scenario {
             serve_with: ServeWith::default(),
         }
     }
-}
-
-/// What one scenario measured.
-#[derive(Clone)]
-pub struct Row {
-    /// The scenario's number, which `--only` selects by.
-    pub number: usize,
-    /// Which of the `--rounds` this run belongs to (from 1).
-    pub round: u64,
-    /// requests/s over the bare route's of the same round, and the lowest
-    /// and highest of that ratio over all rounds.
-    pub ratio: f64,
-    pub ratio_range: (f64, f64),
-    /// For the flood row: requests/s over the quiet `/verify` row of the
-    /// same round (median over rounds).
-    pub vs_quiet_verify: f64,
-    pub name: String,
-    pub result: WrkResult,
-    pub socket_errors_only: bool,
-    pub rss_mib: f64,
-    pub cpu: CpuUse,
-    pub flood: Option<WrkResult>,
-}
-
-pub fn run_scenario(
-    ctx: &Ctx,
-    scenario: &Scenario,
-    number: usize,
-    unknown: &[String],
-) -> Result<Row> {
-    let db = match &scenario.db {
-        Some(db) => {
-            let copy = ctx.work.join("run.db");
-            copy_database(&db.pristine, &copy)?;
-            // Write the copy out now: the kernel would otherwise flush its
-            // dirty pages (237 MB for the large database) during the
-            // measurement, which made that row swing from 27 % to 53 %.
-            fs::File::open(&copy)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("cannot flush {}", copy.display()))?;
-            Some(copy)
-        }
-        None => None,
-    };
-    let result = measure(ctx, scenario, db.as_deref(), unknown);
-    if let Some(db) = &db {
-        remove_database(db);
-    }
-    Ok(Row { number, ..result? })
-}
-
-fn measure(ctx: &Ctx, scenario: &Scenario, db: Option<&Path>, unknown: &[String]) -> Result<Row> {
-    let mut server = start_server(ctx, db, scenario.serve_with)?;
-    let addr = server.addr;
-    match &scenario.db {
-        Some(db_ref) => {
-            let unknown = unknown
-                .first()
-                .ok_or_else(|| anyhow!("no unknown token was generated"))?;
-            let password_only = preflight_latchkey(addr, &db_ref.valid, unknown)?;
-            if let Rules::One(policy) = scenario.serve_with.access_rules {
-                preflight_factor_rule(addr, &password_only, policy)?;
-            }
-            if let Load::Dynamic {
-                totp: Some(pool), ..
-            } = &scenario.load
-            {
-                preflight_totp_login(addr, &pool.check.0, &pool.check.1)?;
-            }
-        }
-        None => preflight_baseline(addr)?,
-    }
-    let host = addr.to_string();
-    wait_for_quiet(server.pid());
-
-    // Warm-up, then the measured run; the mixed load revokes sessions, and
-    // the TOTP logins use users, from another half of their pool than their
-    // warm-up did.
-    let warm = write_script(ctx, "warmup.lua", &host, &scenario.load, Half::First)?;
-    let warm_run = spawn_wrk(
-        ctx,
-        &warm,
-        &scenario.load,
-        addr,
-        scenario.connections,
-        WARMUP_SECS,
-        "warmup",
-    )?;
-    finish_wrk(warm_run).context("warm-up run")?;
-    server.check_alive()?;
-
-    let flood = if scenario.flood {
-        let load = Load::logins("login-wrong");
-        let script = write_script(ctx, "flood.lua", &host, &load, Half::First)?;
-        let flood = spawn_wrk(
-            ctx,
-            &script,
-            &load,
-            addr,
-            FLOOD_CONNECTIONS,
-            ctx.secs + FLOOD_LEAD_SECS + 1,
-            "flood",
-        )?;
-        std::thread::sleep(Duration::from_secs(FLOOD_LEAD_SECS));
-        Some(flood)
-    } else {
-        None
-    };
-
-    let script = write_script(ctx, "measured.lua", &host, &scenario.load, Half::Second)?;
-    let flood_pid = flood.as_ref().map(RunningWrk::pid);
-    let before = CpuTicks::take(server.pid(), flood_pid);
-    let run = spawn_wrk(
-        ctx,
-        &script,
-        &scenario.load,
-        addr,
-        scenario.connections,
-        ctx.secs,
-        "measured",
-    )?;
-    let measured = finish_wrk(run)?;
-    let after = CpuTicks::take(server.pid(), flood_pid);
-    let flood = flood.map(finish_wrk).transpose().context("login flood")?;
-    server.check_alive()?;
-    let rss_kib = vm_hwm_kib(server.pid())?;
-    drop(server);
-
-    let cpu = CpuUse::between(&before, &after, measured.wrk_ticks, measured.wall);
-    Ok(Row {
-        number: 0, // set by run_scenario
-        round: 0,  // set by the caller
-        ratio: f64::NAN,
-        ratio_range: (f64::NAN, f64::NAN),
-        vs_quiet_verify: f64::NAN,
-        name: scenario.name.clone(),
-        result: measured.result,
-        socket_errors_only: scenario.socket_errors_only,
-        rss_mib: rss_kib as f64 / 1024.0,
-        cpu,
-        flood: flood.map(|f| f.result),
-    })
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -117,14 +117,31 @@ pub enum Rules {
     One(Policy),
 }
 
-pub fn start_server(ctx: &Ctx, db: Option<&Path>, with: ServeWith) -> Result<Server> {
-    let log = ctx.work.join("server.log");
+/// Where a latchkey under test keeps its data.
+#[derive(Debug, Clone, Copy)]
+pub enum DbTarget<'a> {
+    /// An SQLite file (`database.path`).
+    File(&'a Path),
+    /// A PostgreSQL database (`database.url`).
+    Url(&'a str),
+}
+
+/// Starts latchkey on `db`, or the baseline when `db` is `None`; `name`
+/// names its config and log files in the work directory, so that several
+/// instances can run at once.
+pub fn start_server(
+    ctx: &Ctx,
+    db: Option<DbTarget<'_>>,
+    with: ServeWith,
+    name: &str,
+) -> Result<Server> {
+    let log = ctx.work.join(format!("{name}.log"));
     let log_file =
         fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut command = pinned(ctx, SERVER_CORE, &ctx.exe);
     match db {
         Some(db) => {
-            let config = ctx.work.join("latchkey.toml");
+            let config = ctx.work.join(format!("{name}.toml"));
             fs::write(&config, server_config_toml(db, with))
                 .with_context(|| format!("cannot write {}", config.display()))?;
             command.arg("__serve").arg("--config").arg(&config);
@@ -133,15 +150,7 @@ pub fn start_server(ctx: &Ctx, db: Option<&Path>, with: ServeWith) -> Result<Ser
             command.arg("__baseline");
         }
     }
-    // The config is the file alone: no LATCHKEY_* variable may change it.
-    for (name, _) in std::env::vars_os() {
-        if name
-            .to_string_lossy()
-            .starts_with(latchkey::config::ENV_PREFIX)
-        {
-            command.env_remove(name);
-        }
-    }
+    without_latchkey_variables(&mut command);
     let mut child = ChildGuard(
         command
             .stdin(Stdio::null())
@@ -206,13 +215,28 @@ fn wait_until_serving(server: &mut Server, latchkey: bool) -> Result<()> {
     }
 }
 
-fn server_config_toml(db: &Path, with: ServeWith) -> String {
+/// The config is the file alone: no LATCHKEY_* variable may change it.
+pub fn without_latchkey_variables(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_string_lossy()
+            .starts_with(latchkey::config::ENV_PREFIX)
+        {
+            command.env_remove(name);
+        }
+    }
+}
+
+fn server_config_toml(db: DbTarget<'_>, with: ServeWith) -> String {
+    let database = match db {
+        DbTarget::File(path) => format!("path = {}", toml_string(&path.to_string_lossy())),
+        DbTarget::Url(url) => format!("url = {}", toml_string(url)),
+    };
     let mut config = format!(
         "# Written by latchkey-bench for one run.\n\
          [server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
-         [database]\npath = {}\n\
-         [login]\nmax_failures = {MAX_FAILURES}\n",
-        toml_string(&db.to_string_lossy())
+         [database]\n{database}\n\
+         [login]\nmax_failures = {MAX_FAILURES}\n"
     );
     if with.metrics {
         config.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
@@ -262,7 +286,7 @@ fn access_rules_toml() -> String {
 }
 
 /// A TOML basic string.
-fn toml_string(text: &str) -> String {
+pub fn toml_string(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {

@@ -128,6 +128,53 @@ impl WrkResult {
     }
 }
 
+impl WrkRun {
+    /// Several wrk processes' runs at once, one per server instance, as one
+    /// load: counts summed, requests/s the sum of the rates (the duration
+    /// is set so that `rps()` gives it), and each percentile the worse of
+    /// the runs' (wrk keeps no histogram to merge). `None` without runs.
+    pub fn merged(runs: Vec<WrkRun>) -> Option<WrkRun> {
+        let mut runs = runs.into_iter();
+        let first = runs.next()?;
+        let mut rate = first.result.rps();
+        let mut merged = first;
+        for run in runs {
+            let (m, r) = (&mut merged.result, &run.result);
+            rate += r.rps();
+            for (total, part) in [
+                (&mut m.requests, r.requests),
+                (&mut m.connect, r.connect),
+                (&mut m.read, r.read),
+                (&mut m.write, r.write),
+                (&mut m.timeout, r.timeout),
+                (&mut m.status, r.status),
+                (&mut m.s2xx, r.s2xx),
+                (&mut m.s3xx, r.s3xx),
+                (&mut m.s401, r.s401),
+                (&mut m.s429, r.s429),
+                (&mut m.s503, r.s503),
+                (&mut m.sother, r.sother),
+            ] {
+                *total += part;
+            }
+            for (worst, part) in [
+                (&mut m.p50_us, r.p50_us),
+                (&mut m.p99_us, r.p99_us),
+                (&mut m.p999_us, r.p999_us),
+            ] {
+                *worst = worst.max(part);
+            }
+            m.counted |= r.counted;
+            merged.wrk_ticks += run.wrk_ticks;
+            merged.wall = merged.wall.max(run.wall);
+        }
+        if rate > 0.0 {
+            merged.result.duration_us = merged.result.requests / rate * 1e6;
+        }
+        Some(merged)
+    }
+}
+
 /// A wrk process; killed and reaped if dropped before [`finish_wrk`].
 pub struct RunningWrk {
     child: ChildGuard,
@@ -380,7 +427,7 @@ pub fn wrk_version(wrk: &Path) -> String {
         .unwrap_or_else(|| "wrk".to_owned())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()
