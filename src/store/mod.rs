@@ -18,6 +18,7 @@ pub mod backup;
 pub mod clients;
 pub mod copy;
 pub mod db;
+mod error;
 pub mod files;
 pub mod groups;
 pub mod limits;
@@ -28,7 +29,7 @@ pub mod sessions;
 pub mod totp;
 pub mod users;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +39,21 @@ use rusqlite::{Connection, ErrorCode};
 use tokio::sync::Semaphore;
 
 pub use db::{snapshot, write, Db, DbExt, Engine, Tx};
+pub use error::StoreError;
 pub use reader::ReaderCloser;
 
 use reader::Readers;
+
+/// The pool settings of either engine: `pool_size` connections, one kept
+/// open, a checkout that gives up in time, and no test query on checkout
+/// (a `SELECT 1`, or a round trip, on every request of the hot path).
+fn pool_builder<M: r2d2::ManageConnection>(pool_size: u32) -> r2d2::Builder<M> {
+    r2d2::Pool::builder()
+        .max_size(pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .test_on_check_out(false)
+}
 
 /// A pooled SQLite connection, as handed out by [`Store::connection`].
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
@@ -50,73 +63,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a free pooled connection before answering 503:
 /// a proxy waiting 30 s (r2d2's default) for an auth answer is a hang.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What went wrong in the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open database {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error(
-        "database {path} has schema version {found}, newer than this latchkey supports ({supported}); \
-         run a newer latchkey"
-    )]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
-    #[error("database {path} is an SQLite file that latchkey did not create")]
-    ForeignDatabase { path: PathBuf },
-    #[error("cannot write backup {path}: {message}")]
-    Backup { path: PathBuf, message: String },
-    #[error("no database connection became free in time")]
-    Busy(#[from] r2d2::Error),
-    #[error("too many requests are waiting for the database")]
-    Saturated,
-    #[error("a row with that key already exists")]
-    Conflict,
-    #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
-    #[error("database error: {0}")]
-    Postgres(postgres::Error),
-    /// The database server cannot be reached (restarting, down, full):
-    /// answered 503 until it is back.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(postgres::Error),
-    #[error("database task failed: {0}")]
-    Task(String),
-}
-
-impl From<postgres::Error> for StoreError {
-    fn from(e: postgres::Error) -> Self {
-        use postgres::error::SqlState;
-        let constraint = e.code().is_some_and(|code| {
-            [
-                SqlState::UNIQUE_VIOLATION,
-                SqlState::CHECK_VIOLATION,
-                SqlState::FOREIGN_KEY_VIOLATION,
-                SqlState::NOT_NULL_VIOLATION,
-            ]
-            .contains(code)
-        });
-        if constraint {
-            StoreError::Conflict
-        } else if pg::unavailable(&e) {
-            StoreError::Unavailable(e)
-        } else {
-            StoreError::Postgres(e)
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict,
-            _ => StoreError::Sqlite(e),
-        }
-    }
-}
 
 /// The database: a pool of configured connections to one SQLite file, or
 /// to one PostgreSQL database (chosen once, at [`Store::open_config`]).
@@ -203,26 +149,15 @@ impl Store {
         drop(first);
 
         let manager = SqliteConnectionManager::file(path).with_init(configure);
-        let pool = r2d2::Pool::builder()
-            .max_size(pool_size)
-            .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            // Every connection was checked by `configure`; a per-checkout
-            // `SELECT 1` only costs time on the hot path.
-            .test_on_check_out(false)
+        // Every connection was checked by `configure`.
+        let pool = pool_builder(pool_size)
             .build(manager)
             .map_err(|e| StoreError::Open {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
-        Ok(Store {
-            backend: Backend::Sqlite {
-                pool,
-                reader: Readers::new(path),
-            },
-            permits: Arc::new(Semaphore::new(pool_size as usize)),
-            inline_fallbacks: Arc::new(AtomicU64::new(0)),
-        })
+        let reader = Readers::new(path);
+        Ok(Store::on(Backend::Sqlite { pool, reader }, pool_size))
     }
 
     /// Connects to and migrates the PostgreSQL database at `url`.
@@ -232,24 +167,23 @@ impl Store {
             path: pg::redacted(url).into(),
             message,
         };
-        let pool = r2d2::Pool::builder()
-            .max_size(pool_size)
-            .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            // A connection the server closed (a restart) is found broken
-            // when it is returned; a checkout test would cost a round trip
-            // on every request.
-            .test_on_check_out(false)
+        // A connection the server closed (a restart) is found broken when
+        // it is returned.
+        let pool = pool_builder(pool_size)
             .build(manager)
             .map_err(|e| open_error(e.to_string()))?;
         let first = pool.get().map_err(|e| open_error(e.to_string()))?;
         pg::migrate(&first, url, migrate::SCHEMA_VERSION)?;
         drop(first);
-        Ok(Store {
-            backend: Backend::Postgres { pool },
+        Ok(Store::on(Backend::Postgres { pool }, pool_size))
+    }
+
+    fn on(backend: Backend, pool_size: u32) -> Store {
+        Store {
+            backend,
             permits: Arc::new(Semaphore::new(pool_size as usize)),
             inline_fallbacks: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     /// Whether other latchkey instances may use this database at the same
@@ -527,88 +461,4 @@ pub(crate) fn test_user(conn: &Connection, name: &str) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The SQLite connection behind a test's `Db`.
-    fn sql(db: &dyn Db) -> &Connection {
-        db.sqlite().expect("an SQLite store")
-    }
-
-    #[test]
-    fn an_inline_read_sees_every_commit_made_before_it() {
-        let (_dir, store) = test_store();
-        let writer = store.connection().unwrap();
-        for i in 0..20_i64 {
-            writer
-                .execute_batch(&format!("PRAGMA user_version = {}", 100 + i))
-                .unwrap();
-            let seen: i64 = store
-                .read_now(|conn| Ok(sql(conn).query_row("PRAGMA user_version", [], |r| r.get(0))?))
-                .unwrap();
-            assert_eq!(seen, 100 + i);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_read_the_inline_connection_cannot_answer_goes_through_the_pool_and_is_counted() {
-        let (_dir, store) = test_store();
-        // Only the read-only inline connection refuses: the pooled one answers.
-        let read = |conn: &dyn Db| {
-            if sql(conn).is_readonly(rusqlite::MAIN_DB)? {
-                return Err(StoreError::Task("inline refused".to_owned()));
-            }
-            conn.one("SELECT 7", &[], |r| r.int(0))
-        };
-        assert_eq!(store.read(read).await.unwrap(), 7);
-        assert_eq!(store.inline_fallbacks(), 1);
-        // A read the inline connection answers is not counted.
-        let inline = |conn: &dyn Db| Ok(sql(conn).is_readonly(rusqlite::MAIN_DB)?);
-        assert!(store.read(inline).await.unwrap());
-        assert_eq!(store.inline_fallbacks(), 1);
-    }
-
-    #[test]
-    fn an_inline_read_never_waits_for_a_lock_and_cannot_write() {
-        let (_dir, store) = test_store();
-        let busy_timeout_ms: i64 = store
-            .read_now(|conn| Ok(sql(conn).query_row("PRAGMA busy_timeout", [], |r| r.get(0))?))
-            .unwrap();
-        // A lock conflict comes back at once as SQLITE_BUSY; pooled
-        // connections would wait up to BUSY_TIMEOUT.
-        assert_eq!(busy_timeout_ms, 0);
-        let write = store.read_now(|conn| conn.execute("DELETE FROM clients", &[]));
-        assert!(write.is_err(), "the inline connection wrote");
-    }
-
-    #[test]
-    fn a_snapshot_always_ends_so_the_next_read_sees_new_commits() {
-        let (_dir, store) = test_store();
-        let writer = store.connection().unwrap();
-        let version = |conn: &dyn Db| -> Result<i64, StoreError> {
-            conn.one("PRAGMA user_version", &[], |r| r.int(0))
-        };
-        // A snapshot that fails half-way is rolled back, not left open.
-        let failed = store.read_now(|conn| {
-            snapshot(conn, |conn| {
-                version(conn)?;
-                Err::<(), _>(StoreError::Task("fails inside".to_owned()))
-            })
-        });
-        assert!(failed.is_err());
-        assert!(store
-            .read_now(|conn| Ok(sql(conn).is_autocommit()))
-            .unwrap());
-        writer.execute_batch("PRAGMA user_version = 7").unwrap();
-        let both = store
-            .read_now(|conn| snapshot(conn, |conn| Ok((version(conn)?, version(conn)?))))
-            .unwrap();
-        assert_eq!(both, (7, 7));
-        // A reader left inside a transaction is replaced, never reused.
-        store
-            .read_now(|conn| conn.batch("BEGIN; SELECT count(*) FROM users;"))
-            .unwrap();
-        writer.execute_batch("PRAGMA user_version = 8").unwrap();
-        assert_eq!(store.read_now(version).unwrap(), 8);
-    }
-}
+mod tests;

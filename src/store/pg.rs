@@ -108,6 +108,20 @@ impl PgConnection {
         })
     }
 
+    /// Runs `f` with the client, the prepared form of `sql` and `params`.
+    fn with_statement<T: Send>(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        f: impl FnOnce(&mut Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        self.with_client(|client| {
+            let statement = self.statement(client, sql)?;
+            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+            f(client, &statement, &params)
+        })
+    }
+
     /// The prepared form of `sql` (`?N` rewritten to `$N`), prepared once
     /// per connection.
     fn statement(&self, client: &mut Client, sql: &str) -> Result<Statement, StoreError> {
@@ -140,10 +154,8 @@ impl Drop for PgConnection {
 
 impl Db for PgConnection {
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize, StoreError> {
-        let changed = self.with_client(|client| {
-            let statement = self.statement(client, sql)?;
-            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-            Ok(client.execute(&statement, &params)?)
+        let changed = self.with_statement(sql, params, |client, statement, params| {
+            Ok(client.execute(statement, params)?)
         })?;
         Ok(usize::try_from(changed).unwrap_or(usize::MAX))
     }
@@ -154,10 +166,8 @@ impl Db for PgConnection {
         params: &[Value<'_>],
         each: &mut dyn FnMut(&Row<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let rows = self.with_client(|client| {
-            let statement = self.statement(client, sql)?;
-            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-            Ok(client.query(&statement, &params)?)
+        let rows = self.with_statement(sql, params, |client, statement, params| {
+            Ok(client.query(statement, params)?)
         })?;
         for row in &rows {
             each(&Row(RowInner::Postgres(row)))?;
