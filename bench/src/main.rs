@@ -45,7 +45,7 @@ mod wrk;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -54,7 +54,7 @@ use latchkey::Config;
 
 use crate::lookup::lookup_costs;
 use crate::postgres::{db_copy, find_programs, PgCluster};
-use crate::process::find_on_path;
+use crate::process::{find_on_path, new_temp_dir};
 use crate::report::{count_label, latency, median_rows, print_report};
 use crate::run::{run_scenario, Row};
 use crate::scenarios::{Engine, Prepared};
@@ -345,13 +345,7 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create() -> Result<WorkDir> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path =
-            std::env::temp_dir().join(format!("latchkey-bench-{}-{nanos}", std::process::id()));
-        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(WorkDir(path))
+        new_temp_dir("latchkey-bench").map(WorkDir)
     }
 }
 

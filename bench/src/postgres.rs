@@ -17,12 +17,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use latchkey::cli::{Command as LatchkeyCommand, DbCommand};
 
-use crate::process::{find_on_path, last_line, ChildGuard};
+use crate::process::{find_on_path, last_line, new_temp_dir, ChildGuard};
 use crate::procfs::children_of;
 use crate::report::{server_cpu_us, thousands};
 use crate::run::Row;
@@ -129,12 +128,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// Creates and starts a cluster on a free loopback port.
     pub fn start(ctx: &Ctx, programs: PgPrograms) -> Result<PgCluster> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("latchkey-bench-pg-{}-{nanos}", std::process::id()));
-        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = new_temp_dir("latchkey-bench-pg")?;
         // From here on, dropping it deletes the directory (and stops the
         // server once it runs).
         let mut cluster = PgCluster {

@@ -1,11 +1,15 @@
 //! Child processes: a guard that kills and reaps a child whatever happens,
 //! pinning a program to a core with `taskset`, finding a program on PATH,
-//! and the last line of a program's output for error messages.
+//! the last line of a program's output for error messages, and a new
+//! temporary directory of this process's own.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
 
 use crate::Ctx;
 
@@ -47,4 +51,15 @@ pub fn last_line(text: &str) -> &str {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("")
+}
+
+/// Creates `<temp dir>/<prefix>-<pid>-<nanoseconds>`, a directory no other
+/// run has.
+pub fn new_temp_dir(prefix: &str) -> Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+    fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(path)
 }

@@ -181,34 +181,23 @@ pub trait Column: Sized {
     fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError>;
 }
 
-impl Column for i64 {
-    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
-        row.int(i)
-    }
+/// `Column` for a type through the `Row` getter that reads it.
+macro_rules! column_through {
+    ($($ty:ty => $getter:ident),* $(,)?) => {$(
+        impl Column for $ty {
+            fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
+                row.$getter(i)
+            }
+        }
+    )*};
 }
 
-impl Column for Option<i64> {
-    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
-        row.opt_int(i)
-    }
-}
-
-impl Column for String {
-    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
-        row.text(i)
-    }
-}
-
-impl Column for Option<String> {
-    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
-        row.opt_text(i)
-    }
-}
-
-impl Column for Vec<u8> {
-    fn read(row: &Row<'_>, i: usize) -> Result<Self, StoreError> {
-        row.blob(i)
-    }
+column_through! {
+    i64 => int,
+    Option<i64> => opt_int,
+    String => text,
+    Option<String> => opt_text,
+    Vec<u8> => blob,
 }
 
 impl<A: Column, B: Column> Column for (A, B) {
