@@ -21,7 +21,7 @@ use super::password::{self, HashError, PasswordHashing};
 use super::token::{RandomError, Token};
 use super::unix_now;
 use crate::config::PasswordConfig;
-use crate::store::{self, backup, clients, groups, sessions, users, Store, StoreError};
+use crate::store::{self, backup, clients, groups, sessions, users, Engine, Store, StoreError};
 
 /// Why an admin use case did not succeed; the text is a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,11 @@ pub enum AdminError {
          would answer anyone"
     )]
     LastClient(String),
+    #[error(
+        "backup copies the SQLite file, and this database is PostgreSQL (database.url): \
+         back it up with pg_dump"
+    )]
+    BackupOnPostgres,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -312,10 +317,13 @@ impl Admin {
     /// Writes a consistent copy of the database to `dest`, even while
     /// serving: a new file, mode 0600, renamed over `dest`.
     pub fn backup(&self, dest: &Path) -> Result<(), AdminError> {
+        // SQLite's online backup; PostgreSQL has pg_dump for this.
+        if self.store.engine() != Engine::Sqlite {
+            return Err(AdminError::BackupOnPostgres);
+        }
         // The name of the private staging directory beside `dest`: from the
         // CSPRNG, so nobody can plant a file or link under it beforehand.
         let nonce = Token::generate()?;
-        // SQLite's online backup; PostgreSQL has pg_dump for this.
         let conn = self.store.connection()?;
         Ok(backup::backup_to(&conn, dest, nonce.expose())?)
     }

@@ -361,3 +361,29 @@ async fn a_database_of_the_previous_schema_is_migrated_keeping_its_data() {
     let refused = api.login("alice", PASSWORD).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// `backup` is SQLite's online copy: on PostgreSQL it refuses in one line
+/// that says what to use instead, and writes nothing.
+#[test]
+fn backup_on_postgresql_refuses_and_names_pg_dump() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.create_database();
+    let sandbox = Sandbox::on_sqlite_file();
+    admin(
+        &sandbox,
+        &url,
+        &["user", "add", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+    let target = sandbox.path("copy.db");
+    let target_arg = target.to_str().expect("a UTF-8 temp path");
+    let run = execute(on(sandbox.command(&["backup", target_arg]), &url), None);
+    let error = run.assert_error();
+    assert!(
+        error.contains("PostgreSQL") && error.contains("pg_dump"),
+        "{error}"
+    );
+    assert!(!target.exists(), "a backup file was written");
+}
