@@ -1,7 +1,8 @@
 //! A real latchkey in this process on port 0 with its own temp database
 //! ([`TestApp`]: a SQLite file, or a PostgreSQL database when
-//! `LATCHKEY_TEST_BACKEND=postgres`, see `helpers::postgres`), and the HTTP calls tests make to any latchkey, this one or
-//! the real binary ([`Api`]), down to raw bytes on a TCP connection.
+//! `LATCHKEY_TEST_BACKEND=postgres`, see `helpers::postgres`), and the
+//! HTTP calls tests make to any latchkey, this one or the real binary
+//! ([`Api`]), down to raw bytes on a TCP connection.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;

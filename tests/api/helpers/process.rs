@@ -77,24 +77,24 @@ impl Sandbox {
     /// A sandbox whose commands hash passwords with the cheapest argon2, on
     /// the suite's backend.
     pub fn new() -> Sandbox {
-        let database_url = super::postgres::on_postgres()
-            .then(|| super::postgres::shared_cluster().create_database());
-        Sandbox {
-            dir: tempfile::tempdir().expect("temp dir"),
-            cheap_passwords: true,
-            database_url,
-            postgres_store: std::sync::OnceLock::new(),
-        }
+        Sandbox::on(
+            super::postgres::on_postgres()
+                .then(|| super::postgres::shared_cluster().create_database()),
+        )
     }
 
     /// A sandbox on a SQLite file whatever the suite's backend: for tests
     /// of what only the file has (its modes, its journal, backups,
     /// migrations of old files, crashes mid-write).
     pub fn on_sqlite_file() -> Sandbox {
+        Sandbox::on(None)
+    }
+
+    fn on(database_url: Option<String>) -> Sandbox {
         Sandbox {
             dir: tempfile::tempdir().expect("temp dir"),
             cheap_passwords: true,
-            database_url: None,
+            database_url,
             postgres_store: std::sync::OnceLock::new(),
         }
     }
