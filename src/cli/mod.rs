@@ -289,7 +289,7 @@ fn copy_to(config: &Config, url: &str) -> anyhow::Result<()> {
     println!(
         "Copied {} to {}: {}.",
         path.display(),
-        crate::store::pg::redacted(url),
+        crate::config::redacted_url(url),
         counts.join(", ")
     );
     Ok(())

@@ -29,7 +29,7 @@ pub fn effective_settings(config: &Config) -> Vec<(String, String)> {
     let url = if d.url.is_empty() {
         String::new()
     } else {
-        crate::store::pg::redacted(&d.url)
+        super::redacted_url(&d.url)
     };
     put("database.url", quote(&url));
     put("database.pool_size", d.pool_size.to_string());

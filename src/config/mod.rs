@@ -79,8 +79,20 @@ impl DatabaseConfig {
         if self.url.is_empty() {
             self.path.display().to_string()
         } else {
-            crate::store::pg::redacted(&self.url)
+            redacted_url(&self.url)
         }
+    }
+}
+
+/// A `database.url` without its password, for messages and `config check`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "the database.url".to_owned(),
     }
 }
 

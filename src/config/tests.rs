@@ -168,3 +168,12 @@ fn the_metrics_listener_is_off_by_default_and_an_address_when_set() {
         "{err}"
     );
 }
+
+#[test]
+fn a_database_password_never_reaches_a_message() {
+    let shown = redacted_url("postgres://latchkey:s3cret@db.example:5432/auth");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("db.example"));
+    // Not a URL at all: the key is named, the text is not repeated.
+    assert_eq!(redacted_url("s3cret"), "the database.url");
+}

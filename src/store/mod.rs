@@ -164,7 +164,7 @@ impl Store {
     pub fn open_postgres(url: &str, pool_size: u32) -> Result<Store, StoreError> {
         let manager = pg::PgManager::new(url)?;
         let open_error = |message: String| StoreError::Open {
-            path: pg::redacted(url).into(),
+            path: crate::config::redacted_url(url).into(),
             message,
         };
         // A connection the server closed (a restart) is found broken when
