@@ -273,7 +273,7 @@ async fn a_session_deleted_by_another_process_is_refused_on_the_very_next_reques
     // serve a token from memory after its row is gone.
     let app = spawn_app().await;
     let (user, _) = app.user_with_token("alice").await;
-    let other_process = app.store_connection();
+    let other_process = app.db();
     for _ in 0..25 {
         let token = app.login_token("alice", "password-of-test").await;
         assert_eq!(app.verify_bearer(&token).await.status(), StatusCode::OK);

@@ -31,6 +31,16 @@ fn admin(sandbox: &Sandbox, url: &str, args: &[&str], stdin: Option<&str>) -> Ru
     run
 }
 
+/// `latchkey user add alice` on `url`, with [`PASSWORD`].
+fn add_alice(sandbox: &Sandbox, url: &str) {
+    admin(
+        sandbox,
+        url,
+        &["user", "add", "alice", "--password-stdin"],
+        Some(PASSWORD),
+    );
+}
+
 /// An instance of the server on `url`.
 fn instance(sandbox: &Sandbox, url: &str) -> Server {
     Server::spawn(on(sandbox.serve_command(&["serve"]), url))
@@ -62,12 +72,7 @@ async fn instances_on_one_database_share_sessions_and_every_revocation_at_once()
     };
     let url = cluster.create_database();
     let sandbox = Sandbox::new();
-    admin(
-        &sandbox,
-        &url,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(PASSWORD),
-    );
+    add_alice(&sandbox, &url);
     let (a, b) = (instance(&sandbox, &url), instance(&sandbox, &url));
     let (a, b) = (a.api(), b.api());
 
@@ -153,12 +158,7 @@ async fn a_postgresql_restart_under_load_gives_only_brief_503s() {
     };
     let url = cluster.create_database();
     let sandbox = Sandbox::new();
-    admin(
-        &sandbox,
-        &url,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(PASSWORD),
-    );
+    add_alice(&sandbox, &url);
     let server = instance(&sandbox, &url);
     let api = server.api();
     let t = token(&api, "alice", PASSWORD).await;
@@ -330,12 +330,7 @@ async fn a_database_of_the_previous_schema_is_migrated_keeping_its_data() {
     };
     let url = cluster.create_database();
     let sandbox = Sandbox::new();
-    admin(
-        &sandbox,
-        &url,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(PASSWORD),
-    );
+    add_alice(&sandbox, &url);
     let t = {
         let server = instance(&sandbox, &url);
         token(&server.api(), "alice", PASSWORD).await
@@ -371,12 +366,7 @@ fn backup_on_postgresql_refuses_and_names_pg_dump() {
     };
     let url = cluster.create_database();
     let sandbox = Sandbox::on_sqlite_file();
-    admin(
-        &sandbox,
-        &url,
-        &["user", "add", "alice", "--password-stdin"],
-        Some(PASSWORD),
-    );
+    add_alice(&sandbox, &url);
     let target = sandbox.path("copy.db");
     let target_arg = target.to_str().expect("a UTF-8 temp path");
     let run = execute(on(sandbox.command(&["backup", target_arg]), &url), None);

@@ -5,9 +5,11 @@
 //! invariants. Reads go through the store's functions too where one exists;
 //! what a test checks as an outside observer stays plain SQL in the test.
 //!
-//! A [`TestApp`]'s fixtures work on either engine (they take `&dyn Db`, and
-//! its plain-SQL reads, [`TestApp::scalar`], are written in the SQL both
-//! speak); a [`Sandbox`]'s database is a SQLite file, read with rusqlite.
+//! The fixtures work on either engine (they take `&dyn Db`, and the
+//! plain-SQL reads, [`TestApp::scalar`], are written in the SQL both
+//! speak). A [`Sandbox`] on a SQLite file is read with plain rusqlite,
+//! nothing of latchkey's in between; one on PostgreSQL through latchkey's
+//! own connection.
 
 use std::path::Path;
 
@@ -221,18 +223,14 @@ impl TestApp {
 
     /// Which engine the server runs on.
     pub fn engine(&self) -> Engine {
-        self.db().engine()
-    }
-
-    /// A connection to the server's database, for reading what is stored.
-    pub fn db(&self) -> Conn {
-        self.store().conn().expect("a database connection")
+        self.store().engine()
     }
 
     /// A connection through latchkey's own store on the server's database,
-    /// as another process (the CLI) would have, for writing fixtures.
-    pub fn store_connection(&self) -> Conn {
-        self.db()
+    /// as another process (the CLI) would have: for reading what is stored
+    /// and for writing fixtures.
+    pub fn db(&self) -> Conn {
+        self.store().conn().expect("a database connection")
     }
 
     /// The first row of a plain-SQL read (`?1`... parameters, SQL both
@@ -269,7 +267,7 @@ impl TestApp {
         email: Option<&str>,
         display_name: Option<&str>,
     ) -> i64 {
-        let conn = self.store_connection();
+        let conn = self.db();
         insert_user(
             &conn,
             name,
@@ -288,14 +286,7 @@ impl TestApp {
         password: &str,
         passwords: &PasswordConfig,
     ) -> i64 {
-        insert_user(
-            &self.store_connection(),
-            name,
-            password,
-            passwords,
-            None,
-            None,
-        )
+        insert_user(&self.db(), name, password, passwords, None, None)
     }
 
     /// The stored PHC password hash of user `id`.
@@ -308,13 +299,13 @@ impl TestApp {
 
     /// Sets a user's `disabled` flag, as `latchkey user disable` does.
     pub fn set_disabled(&self, id: i64, disabled: bool) {
-        let changed = users::set_disabled(&self.store_connection(), id, disabled).unwrap();
+        let changed = users::set_disabled(&self.db(), id, disabled).unwrap();
         assert!(changed, "no user {id}");
     }
 
     /// Deletes a user (and so their sessions), as `latchkey user delete` does.
     pub fn delete_user(&self, id: i64) {
-        let deleted = users::delete(&self.store_connection(), id).unwrap();
+        let deleted = users::delete(&self.db(), id).unwrap();
         assert!(deleted, "no user {id}");
     }
 
@@ -348,7 +339,7 @@ impl TestApp {
 
     /// Removes an introspection client, as `latchkey client remove` does.
     pub fn remove_client(&self, id: &str) {
-        let removed = clients::delete(&self.store_connection(), id).unwrap();
+        let removed = clients::delete(&self.db(), id).unwrap();
         assert!(removed, "no client {id:?}");
     }
 
@@ -379,8 +370,7 @@ impl TestApp {
 
     /// Deletes expired sessions, as the server's background task does.
     pub fn purge_expired_sessions(&self) -> usize {
-        sessions::purge_expired(&self.store_connection(), latchkey::auth::unix_now())
-            .expect("purge the test db")
+        sessions::purge_expired(&self.db(), latchkey::auth::unix_now()).expect("purge the test db")
     }
 
     /// The public session id of a token's session.
@@ -414,7 +404,7 @@ impl TestApp {
     }
 
     fn change_session_times(&self, token: &str, change: impl FnOnce(SessionTimes) -> SessionTimes) {
-        let conn = self.store_connection();
+        let conn = self.db();
         let hash = sha256(token);
         let times = session_times(&conn, &hash).expect("no session for that token");
         rewrite_session_times(&conn, &hash, change(times));
