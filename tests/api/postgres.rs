@@ -377,3 +377,54 @@ fn backup_on_postgresql_refuses_and_names_pg_dump() {
     );
     assert!(!target.exists(), "a backup file was written");
 }
+
+/// `config check` on a PostgreSQL database that latchkey has not set up yet
+/// says so, names it without the URL's password, and creates nothing; once
+/// the schema is there, it reads the clients from that database.
+#[test]
+fn config_check_reads_the_postgresql_database_and_creates_nothing() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let url = cluster.create_database();
+    // The cluster trusts loopback, so the password is never asked for: it
+    // is only there to be kept out of the output.
+    let with_password = url.replacen("latchkey@", "latchkey:s3cret@", 1);
+    let sandbox = Sandbox::on_sqlite_file();
+    let check = || {
+        let run = execute(
+            on(sandbox.command(&["config", "check"]), &with_password),
+            None,
+        );
+        run.assert_ok();
+        run
+    };
+
+    let run = check();
+    assert!(!run.stdout.contains("s3cret") && !run.stderr.contains("s3cret"));
+    assert!(
+        run.stderr
+            .contains("note: database postgres://latchkey:***@")
+            && run.stderr.contains("does not exist yet"),
+        "{}",
+        run.stderr
+    );
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'";
+    assert_eq!(
+        cluster.psql(&url, tables),
+        "0",
+        "config check created tables"
+    );
+    assert!(!sandbox.db_path().exists(), "config check created the file");
+
+    add_alice(&sandbox, &url);
+    let run = check();
+    assert!(
+        run.stderr.contains("warning: clients:"),
+        "no client in the PostgreSQL database, yet: {}",
+        run.stderr
+    );
+    admin(&sandbox, &url, &["client", "add", "proxy"], None);
+    let run = check();
+    assert!(!run.stderr.contains("clients"), "{}", run.stderr);
+}
